@@ -1,0 +1,122 @@
+"""Read and move what the registry holds: versions, aliases, and the models themselves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    tags: dict[str, str]
+    created_at_ms: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    run_tags: dict[str, str] = field(default_factory=dict)
+
+
+class Registry:
+    """A thin, typed face over one MLflow tracking + registry URI."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # The flavour loaders and log_model read the process-wide URI; set it for this process.
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # -- aliases -----------------------------------------------------------------
+    def alias_version(self, name: str, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def champion_version(self, name: str) -> str | None:
+        return self.alias_version(name, CHAMPION)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException:
+            pass
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
+    # -- versions ----------------------------------------------------------------
+    def version_info(self, name: str, version: str, with_run: bool = True) -> ModelVersionInfo:
+        mv = self.client.get_model_version(name, version)
+        metrics: dict[str, float] = {}
+        params: dict[str, str] = {}
+        run_tags: dict[str, str] = {}
+        if with_run and mv.run_id:
+            run = self.client.get_run(mv.run_id)
+            metrics, params, run_tags = dict(run.data.metrics), dict(run.data.params), run.data.tags
+            run_tags = {k: v for k, v in run_tags.items() if not k.startswith("mlflow.")}
+        return ModelVersionInfo(
+            name=name,
+            version=str(mv.version),
+            aliases=list(mv.aliases or []),
+            run_id=mv.run_id,
+            tags=dict(mv.tags or {}),
+            created_at_ms=int(mv.creation_timestamp or 0),
+            metrics=metrics,
+            params=params,
+            run_tags=run_tags,
+        )
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        try:
+            found = self.client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            return []
+        versions = sorted((str(mv.version) for mv in found), key=int, reverse=True)
+        return [self.version_info(name, v) for v in versions]
+
+    def reachable(self) -> bool:
+        try:
+            self.client.search_registered_models(max_results=1)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable" for health
+            return False
+
+    # -- models ------------------------------------------------------------------
+    def load_model(self, name: str, version: str) -> Any:
+        """Load a version with its native flavour (LightGBM or scikit-learn), not pyfunc."""
+        uri = f"models:/{name}/{version}"
+        flavors = mlflow.models.get_model_info(uri).flavors
+        if "lightgbm" in flavors:
+            return mlflow.lightgbm.load_model(uri)
+        if "sklearn" in flavors:
+            return mlflow.sklearn.load_model(uri)
+        raise MlflowException(f"{uri} has no native flavour this service loads: {sorted(flavors)}")
+
+    def load_run_json(self, run_id: str, artifact_file: str) -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_file, tmp)
+            return json.loads(Path(local).read_text())

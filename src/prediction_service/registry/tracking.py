@@ -1,0 +1,117 @@
+"""Recording one training in MLflow: parent run, nested candidate runs, model, registration."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from prediction_service.registry.store import Registry
+
+_PINNED = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "lightgbm", "skops")
+
+
+def _pip_requirements() -> list[str]:
+    # Pinned from this environment: letting MLflow infer them re-loads the model in a
+    # subprocess and costs seconds per training.
+    reqs = []
+    for dist in _PINNED:
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+class TrainingRecorder:
+    """Use as a context manager around one training of one model."""
+
+    def __init__(self, registry: Registry, experiment: str, run_name: str) -> None:
+        self.registry = registry
+        self.experiment = experiment
+        self.run_name = run_name
+        self.run_id = ""
+
+    def __enter__(self) -> TrainingRecorder:
+        exp = mlflow.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = (self.registry.artifact_root / self.experiment).resolve().as_uri()
+            exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+    def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        mlflow.log_params({k: _param(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
+
+    def log_dataset(self, frame: pd.DataFrame, source: Path, name: str, target: str) -> str:
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, targets=target)
+        mlflow.log_input(dataset, context="training")
+        return str(dataset.digest)
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        mlflow.log_dict(obj, artifact_file)
+
+    def log_model(self, model: Any, lightgbm: bool, example: pd.DataFrame) -> str:
+        signature = infer_signature(example, _predict(model, example))
+        common: dict[str, Any] = {
+            "name": "model",
+            "signature": signature,
+            "input_example": example,
+            "pip_requirements": _pip_requirements(),
+        }
+        if lightgbm:
+            info = mlflow.lightgbm.log_model(model, **common)
+        else:
+            info = mlflow.sklearn.log_model(model, skops_trusted_types=_own_types(model), **common)
+        return str(info.model_uri)
+
+    def register(self, model_uri: str, registered_name: str) -> str:
+        mv = mlflow.register_model(model_uri, registered_name)
+        return str(mv.version)
+
+
+def _predict(model: Any, example: pd.DataFrame) -> Any:
+    return model.predict(example.to_numpy())
+
+
+def _own_types(model: Any) -> list[str]:
+    """The types skops will not load unless told: we built this model ourselves, so trust them."""
+    import skops.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.skops"
+        skops.io.dump(model, path)
+        return list(skops.io.get_untrusted_types(file=path))
+
+
+def _param(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (dict, list)) else value

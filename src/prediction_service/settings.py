@@ -1,0 +1,64 @@
+"""Runtime settings, read from the environment (prefix ``PREDICT_``) once, on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service and the trainers.
+
+    Relative paths resolve against ``home`` (default: the working directory), so
+    ``make run`` from the repository root finds ``config/``, ``data/`` and ``mlruns/``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PREDICT_", extra="ignore")
+
+    home: Path = Field(default_factory=Path.cwd)
+    specs_dir: Path = Path("config/models")
+    data_dir: Path = Path("data")
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREDICT_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking and registry URI; default a SQLite store under mlruns/.",
+    )
+    artifact_root: Path = Path("mlruns/artifacts")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the prediction log; default logs/predictions.db."
+    )
+    admin_token: SecretStr | None = None
+    max_batch_size: int = Field(default=10_000, ge=1)
+    log_queue_size: int = Field(default=100_000, ge=1)
+    log_batch_size: int = Field(default=500, ge=1)
+    log_flush_interval_s: float = Field(default=0.2, gt=0)
+    reload_interval_s: float = Field(default=30.0, gt=0)
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.home / path)
+
+    @property
+    def specs_path(self) -> Path:
+        return self.resolve(self.specs_dir)
+
+    @property
+    def data_path(self) -> Path:
+        return self.resolve(self.data_dir)
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.resolve(self.artifact_root)
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.resolve(Path('mlruns/mlflow.db'))}"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolve(Path('logs/predictions.db'))}"

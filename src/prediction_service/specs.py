@@ -1,0 +1,187 @@
+"""Model specs: one YAML file per served model, validated into typed objects."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from prediction_service.errors import SpecError
+
+Task = Literal["regression", "classification"]
+
+# metric name -> (task, True when larger is better)
+METRICS: dict[str, tuple[Task, bool]] = {
+    "rmse": ("regression", False),
+    "mae": ("regression", False),
+    "r2": ("regression", True),
+    "accuracy": ("classification", True),
+    "f1_macro": ("classification", True),
+    "log_loss": ("classification", False),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    column: str | None = None
+    type: Literal["float", "int"] = "float"
+    min: float
+    max: float
+    description: str = ""
+
+    @property
+    def source_column(self) -> str:
+        return self.column or self.name
+
+    @model_validator(mode="after")
+    def _range(self) -> FeatureSpec:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)) or self.min >= self.max:
+            raise ValueError(f"needs finite min < max, got min={self.min}, max={self.max}")
+        return self
+
+
+class TargetSpec(_Strict):
+    column: str
+    classes: list[str] | None = None
+
+
+class DataSpec(_Strict):
+    path: Path
+    min_rows: int = Field(default=10, ge=2)
+
+
+class SplitSpec(_Strict):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    cv_folds: int = Field(default=5, ge=2, le=20)
+
+
+class CandidateSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class GateSpec(_Strict):
+    tolerance: float = Field(default=0.0, ge=0)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    task: Task
+    data: DataSpec
+    target: TargetSpec
+    features: list[FeatureSpec] = Field(min_length=1)
+    split: SplitSpec = SplitSpec()
+    selection_metric: str
+    candidates: list[CandidateSpec] = Field(min_length=1)
+    quality_gate: GateSpec = GateSpec()
+    source: Path | None = Field(default=None, exclude=True)
+    digest: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        from prediction_service.training.catalog import ESTIMATORS
+
+        _unique("features", [f.name for f in self.features])
+        _unique("candidates", [c.name for c in self.candidates])
+        _check_metric("selection_metric", self.selection_metric, self.task)
+        for metric in self.quality_gate.thresholds:
+            _check_metric(f"quality_gate.thresholds.{metric}", metric, self.task)
+        for i, cand in enumerate(self.candidates):
+            entry = ESTIMATORS.get(cand.estimator)
+            if entry is None:
+                known = ", ".join(sorted(n for n, e in ESTIMATORS.items() if e.task == self.task))
+                raise ValueError(
+                    f"candidates[{i}].estimator: unknown estimator {cand.estimator!r}; known: {known}"
+                )
+            if entry.task != self.task:
+                raise ValueError(
+                    f"candidates[{i}].estimator: {cand.estimator!r} is for {entry.task}, "
+                    f"the spec's task is {self.task}"
+                )
+        if self.task == "classification" and not self.target.classes:
+            raise ValueError("target.classes: a classification spec must list its class names")
+        if self.task == "classification" and self.target.classes:
+            _unique("target.classes", self.target.classes)
+            if len(self.target.classes) < 2:
+                raise ValueError("target.classes: needs at least two classes")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def greater_is_better(self) -> bool:
+        return METRICS[self.selection_metric][1]
+
+    def data_file(self, home: Path) -> Path:
+        return self.data.path if self.data.path.is_absolute() else home / self.data.path
+
+
+def _unique(field: str, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{field}: duplicate names {dupes}")
+
+
+def _check_metric(field: str, metric: str, task: Task) -> None:
+    allowed = [m for m, (t, _) in METRICS.items() if t == task]
+    if metric not in allowed:
+        raise ValueError(f"{field}: {metric!r} is not a {task} metric; use one of {allowed}")
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Parse and validate one spec file; every error names the file and the field."""
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as exc:
+        raise SpecError(path, "", f"not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(path, "", "must be a YAML mapping of fields")
+    raw["source"] = path
+    raw["digest"] = hashlib.sha256(raw_bytes).hexdigest()
+    try:
+        return ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise SpecError(path, loc, msg + more) from None
+
+
+def load_specs(specs_dir: Path) -> dict[str, ModelSpec]:
+    """Every ``*.yaml`` spec in a folder, keyed by model name."""
+    if not specs_dir.is_dir():
+        raise SpecError(specs_dir, "", "spec folder does not exist")
+    specs: dict[str, ModelSpec] = {}
+    for path in sorted(specs_dir.glob("*.yaml")):
+        spec = load_spec(path)
+        if spec.name in specs:
+            raise SpecError(path, "name", f"model name {spec.name!r} is already used by another spec")
+        specs[spec.name] = spec
+    if not specs:
+        raise SpecError(specs_dir, "", "no *.yaml model specs found")
+    return specs

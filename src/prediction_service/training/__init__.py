@@ -1,0 +1,1 @@
+"""Training: data validation, candidate estimators, cross-validation and the gate."""

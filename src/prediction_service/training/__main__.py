@@ -1,0 +1,3 @@
+from prediction_service.training.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Command line for training: ``python -m prediction_service.training MODEL ...``.
+
+Exit codes: 0 every trained version became champion; 3 at least one was registered but
+not promoted; 1 a spec, data or registry error stopped training; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from prediction_service.errors import ServiceError
+from prediction_service.settings import Settings
+from prediction_service.specs import load_specs
+from prediction_service.training.pipeline import TrainOptions, run_training
+
+EXIT_NOT_PROMOTED = 3
+
+
+def build_parser(model: str | None) -> argparse.ArgumentParser:
+    what = f"the {model!r} model" if model else "one or more models"
+    parser = argparse.ArgumentParser(
+        prog=f"train_{model}.py" if model else "python -m prediction_service.training",
+        description=(
+            f"Train {what} from its spec in config/models/, log every candidate to MLflow, "
+            "register the best and give it the 'champion' alias if it passes the quality gate."
+        ),
+        epilog="Exit codes: 0 promoted to champion, 3 registered but not promoted, 1 error.",
+    )
+    if model is None:
+        parser.add_argument("models", nargs="*", help="model names (default: every spec)")
+        parser.add_argument(
+            "--missing-only",
+            action="store_true",
+            help="train only models whose registered name has no champion yet",
+        )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlruns/)")
+    parser.add_argument("--specs-dir", type=Path, help="folder of model specs (default: config/models)")
+    parser.add_argument("--data", type=Path, help="CSV to train on instead of the spec's data.path")
+    parser.add_argument(
+        "--candidates", help="comma-separated subset of the spec's candidate names to try"
+    )
+    parser.add_argument("--seed", type=int, help="random seed for split, CV and estimators")
+    parser.add_argument("--cv-folds", type=int, help="number of cross-validation folds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fast smoke run: only the spec's first candidate and 2-fold CV",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None, model: str | None = None) -> int:
+    args = build_parser(model).parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, object] = {}
+    if args.tracking_uri:
+        overrides["tracking_uri"] = args.tracking_uri
+    if args.specs_dir:
+        overrides["specs_dir"] = args.specs_dir
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        specs = load_specs(settings.specs_path)
+        names = [model] if model else (args.models or list(specs))
+        unknown = [n for n in names if n not in specs]
+        if unknown:
+            print(f"error: unknown model(s) {unknown}; specs: {sorted(specs)}", file=sys.stderr)
+            return 1
+        code = 0
+        for name in names:
+            spec = specs[name]
+            if model is None and args.missing_only:
+                from prediction_service.registry import Registry
+
+                registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
+                if registry.champion_version(spec.registered_name):
+                    progress(f"[{name}] {spec.registered_name} already has a champion; skipping")
+                    continue
+            candidates = tuple(c for c in (args.candidates or "").split(",") if c) or None
+            if args.quick and not candidates:
+                candidates = (spec.candidates[0].name,)
+            options = TrainOptions(
+                data_path=args.data,
+                candidates=candidates,
+                seed=args.seed,
+                cv_folds=args.cv_folds or (2 if args.quick else None),
+            )
+            result = run_training(spec, settings, options, progress)
+            print(result.table())
+            print(result.summary(), flush=True)
+            if not result.promoted:
+                code = EXIT_NOT_PROMOTED
+        return code
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1

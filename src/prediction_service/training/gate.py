@@ -1,0 +1,47 @@
+"""The quality gate: may a new version take the champion alias?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prediction_service.specs import METRICS, GateSpec
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def failed_thresholds(gate: GateSpec, metrics: dict[str, float]) -> list[str]:
+    failures = []
+    for name, bound in gate.thresholds.items():
+        value = metrics[name]
+        if bound.min is not None and value < bound.min:
+            failures.append(f"{name} {value:.4f} < required {bound.min}")
+        if bound.max is not None and value > bound.max:
+            failures.append(f"{name} {value:.4f} > allowed {bound.max}")
+    return failures
+
+
+def decide(
+    gate: GateSpec,
+    metric: str,
+    new_metrics: dict[str, float],
+    champion_metrics: dict[str, float] | None,
+) -> GateDecision:
+    """Both metric sets must come from the same test rows."""
+    failures = failed_thresholds(gate, new_metrics)
+    if failures:
+        return GateDecision(False, "below the spec's thresholds: " + "; ".join(failures))
+    if champion_metrics is None:
+        return GateDecision(True, "no champion yet")
+    new, old = new_metrics[metric], champion_metrics[metric]
+    greater_is_better = METRICS[metric][1]
+    ok = new >= old - gate.tolerance if greater_is_better else new <= old + gate.tolerance
+    relation = "at least as good as" if ok else "worse than"
+    return GateDecision(
+        ok,
+        f"test {metric} {new:.4f} is {relation} the champion's {old:.4f} "
+        f"on the same test split (tolerance {gate.tolerance})",
+    )

@@ -1,0 +1,269 @@
+"""One generic training pipeline, parameterised by a model spec."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from prediction_service.data import load_dataset
+from prediction_service.errors import InvalidInputError
+from prediction_service.registry import Registry, TrainingRecorder
+from prediction_service.registry.store import CHALLENGER, CHAMPION
+from prediction_service.settings import Settings
+from prediction_service.specs import METRICS, CandidateSpec, ModelSpec
+from prediction_service.training.catalog import build_estimator, is_lightgbm
+from prediction_service.training.gate import decide
+from prediction_service.training.metrics import score
+from prediction_service.training.reference import reference_stats
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data_path: Path | None = None
+    candidates: tuple[str, ...] | None = None  # subset of the spec's candidate names
+    seed: int | None = None
+    cv_folds: int | None = None
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    estimator: str
+    cv_mean: float
+    cv_std: float
+    test_score: float
+    seconds: float
+    chosen: bool = False
+
+
+@dataclass
+class TrainingResult:
+    model: str
+    registered_name: str
+    version: str
+    promoted: bool
+    reason: str
+    metric: str
+    chosen: str
+    run_id: str
+    champion_before: str | None
+    test_metrics: dict[str, float]
+    cv_metrics: dict[str, float]
+    seconds: float
+    candidates: list[CandidateResult] = field(default_factory=list)
+
+    def table(self) -> str:
+        head = f"{'candidate':<26} {'cv ' + self.metric:>16} {'test ' + self.metric:>12}  chosen"
+        rows = [head, "-" * len(head)]
+        for c in self.candidates:
+            cv = f"{c.cv_mean:.4f}±{c.cv_std:.4f}"
+            rows.append(f"{c.name:<26} {cv:>16} {c.test_score:>12.4f}  {'*' if c.chosen else ''}")
+        return "\n".join(rows)
+
+    def summary(self) -> str:
+        state = "is the new champion" if self.promoted else f"was not promoted ({CHALLENGER})"
+        return (
+            f"{self.registered_name} version {self.version} {state}: {self.reason}\n"
+            f"test metrics: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.test_metrics.items()))
+            + f"\ntrained in {self.seconds:.1f}s, MLflow run {self.run_id}"
+        )
+
+
+def select_candidates(spec: ModelSpec, names: tuple[str, ...] | None) -> list[CandidateSpec]:
+    if not names:
+        return list(spec.candidates)
+    known = {c.name: c for c in spec.candidates}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown candidates for {spec.name}: {', '.join(unknown)}; "
+            f"the spec has: {', '.join(known)}"
+        )
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def run_training(
+    spec: ModelSpec,
+    settings: Settings,
+    options: TrainOptions = TrainOptions(),
+    progress: Progress = print,
+) -> TrainingResult:
+    started = time.perf_counter()
+    candidates = select_candidates(spec, options.candidates)
+    data_path = options.data_path or spec.data_file(settings.home)
+    seed = spec.split.seed if options.seed is None else options.seed
+    folds = options.cv_folds or spec.split.cv_folds
+    classification = spec.task == "classification"
+    metric, higher = spec.selection_metric, spec.greater_is_better
+
+    progress(f"[{spec.name}] validating {data_path}")
+    dataset = load_dataset(spec, data_path)
+    X, y = dataset.X.to_numpy(), dataset.y.to_numpy()
+    row_ids = np.arange(len(X))
+    train_ids, test_ids = train_test_split(
+        row_ids, test_size=spec.split.test_size, random_state=seed, stratify=y if classification else None
+    )
+    test_ids = np.sort(test_ids)
+    split_digest = hashlib.sha256(",".join(map(str, test_ids)).encode()).hexdigest()
+    X_train, y_train, X_test, y_test = X[train_ids], y[train_ids], X[test_ids], y[test_ids]
+    progress(
+        f"[{spec.name}] {len(X)} rows valid; train {len(train_ids)}, test {len(test_ids)} "
+        f"(seed {seed}, split {split_digest[:12]}); {folds}-fold CV on {len(candidates)} candidates"
+    )
+    splitter = (StratifiedKFold if classification else KFold)(folds, shuffle=True, random_state=seed)
+
+    registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
+    champion_before = registry.champion_version(spec.registered_name)
+    results: list[CandidateResult] = []
+    fitted: dict[str, Any] = {}
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with TrainingRecorder(registry, spec.name, run_name) as rec, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*feature names.*")
+        warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
+        for i, cand in enumerate(candidates, 1):
+            t0 = time.perf_counter()
+            fold_scores = []
+            for k, (fit_idx, val_idx) in enumerate(splitter.split(X_train, y_train), 1):
+                tf = time.perf_counter()
+                model = build_estimator(cand.estimator, cand.params, seed)
+                model.fit(X_train[fit_idx], y_train[fit_idx])
+                s = score(spec.task, model, X_train[val_idx], y_train[val_idx])[metric]
+                fold_scores.append(s)
+                progress(
+                    f"[{spec.name}] {cand.name} ({i}/{len(candidates)}) fold {k}/{folds}: "
+                    f"{metric} {s:.4f} in {time.perf_counter() - tf:.1f}s"
+                )
+            final = clone(model).fit(X_train, y_train)
+            test_metrics = score(spec.task, final, X_test, y_test)
+            fitted[cand.name] = final
+            result = CandidateResult(
+                name=cand.name,
+                estimator=cand.estimator,
+                cv_mean=float(np.mean(fold_scores)),
+                cv_std=float(np.std(fold_scores)),
+                test_score=test_metrics[metric],
+                seconds=time.perf_counter() - t0,
+            )
+            results.append(result)
+            rec.log_candidate(
+                cand.name,
+                {"estimator": cand.estimator, **cand.params},
+                {
+                    f"cv_{metric}_mean": result.cv_mean,
+                    f"cv_{metric}_std": result.cv_std,
+                    **{f"test_{k}": v for k, v in test_metrics.items()},
+                    "train_seconds": result.seconds,
+                },
+            )
+            progress(
+                f"[{spec.name}] {cand.name}: cv {metric} {result.cv_mean:.4f}±{result.cv_std:.4f}, "
+                f"test {result.test_score:.4f} ({result.seconds:.1f}s)"
+            )
+
+        best = (max if higher else min)(results, key=lambda r: r.cv_mean)
+        best.chosen = True
+        model = fitted[best.name]
+        test_metrics = score(spec.task, model, X_test, y_test)
+        chosen_spec = next(c for c in candidates if c.name == best.name)
+
+        rec.log_params(
+            {
+                "candidate": best.name,
+                "estimator": best.estimator,
+                **chosen_spec.params,
+                "seed": seed,
+                "cv_folds": folds,
+                "test_size": spec.split.test_size,
+                "selection_metric": metric,
+            }
+        )
+        rec.log_metrics(
+            {
+                **{f"test_{k}": v for k, v in test_metrics.items()},
+                f"cv_{metric}_mean": best.cv_mean,
+                f"cv_{metric}_std": best.cv_std,
+            }
+        )
+        frame = dataset.X.copy()
+        frame[spec.target.column] = dataset.y.to_numpy()
+        rec.log_dataset(frame, data_path, spec.name, spec.target.column)
+        rec.log_json(
+            reference_stats(dataset.X.iloc[train_ids], model.predict(X_train), spec.task, seed),
+            "reference/reference_stats.json",
+        )
+        rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, "reference/test_split.json")
+        tags = {
+            "model_name": spec.name,
+            "git_commit": _git_commit(),
+            "data_digest": dataset.digest,
+            "spec_digest": spec.digest,
+            "test_split_digest": split_digest,
+        }
+        rec.set_tags(tags)
+        progress(f"[{spec.name}] logging and registering {best.name} as {spec.registered_name}")
+        model_uri = rec.log_model(model, is_lightgbm(best.estimator), dataset.X.iloc[:1])
+        version = rec.register(model_uri, spec.registered_name)
+
+        champion_metrics = None
+        if champion_before is not None:
+            champion = registry.load_model(spec.registered_name, champion_before)
+            champion_metrics = score(spec.task, champion, X_test, y_test)
+        decision = decide(spec.quality_gate, metric, test_metrics, champion_metrics)
+        gate_tags = {
+            **tags,
+            "gate_decision": "promoted" if decision.promote else "rejected",
+            "gate_reason": decision.reason,
+            f"test_{metric}": f"{test_metrics[metric]:.6f}",
+        }
+        if champion_metrics is not None:
+            gate_tags[f"champion_test_{metric}"] = f"{champion_metrics[metric]:.6f}"
+            gate_tags["compared_with_version"] = champion_before or ""
+        if decision.promote and champion_before is not None:
+            gate_tags["previous_champion"] = champion_before
+        registry.set_version_tags(spec.registered_name, version, gate_tags)
+        rec.set_tags({"gate_decision": gate_tags["gate_decision"], "registered_version": version})
+        registry.set_alias(spec.registered_name, CHAMPION if decision.promote else CHALLENGER, version)
+        if decision.promote and registry.alias_version(spec.registered_name, CHALLENGER) == version:
+            registry.delete_alias(spec.registered_name, CHALLENGER)
+
+    return TrainingResult(
+        model=spec.name,
+        registered_name=spec.registered_name,
+        version=version,
+        promoted=decision.promote,
+        reason=decision.reason,
+        metric=metric,
+        chosen=best.name,
+        run_id=rec.run_id,
+        champion_before=champion_before,
+        test_metrics=test_metrics,
+        cv_metrics={f"cv_{metric}_mean": best.cv_mean, f"cv_{metric}_std": best.cv_std},
+        seconds=time.perf_counter() - started,
+        candidates=results,
+    )
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+__all__ = ["METRICS", "TrainOptions", "TrainingResult", "run_training", "select_candidates"]
