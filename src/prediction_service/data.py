@@ -47,7 +47,9 @@ def load_dataset(spec: ModelSpec, path: Path) -> Dataset:
     wanted = [f.source_column for f in spec.features] + [spec.target.column]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
-        problems.append(f"missing columns: {', '.join(missing)} (found: {', '.join(frame.columns)})")
+        problems.append(
+            f"missing columns: {', '.join(missing)} (found: {', '.join(frame.columns)})"
+        )
         raise DataValidationError(path, problems)
 
     if len(frame) < spec.data.min_rows:

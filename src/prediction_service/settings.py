@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     ``make run`` from the repository root finds ``config/``, ``data/`` and ``mlruns/``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="PREDICT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PREDICT_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default_factory=Path.cwd)
     specs_dir: Path = Path("config/models")
@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     )
     artifact_root: Path = Path("mlruns/artifacts")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the prediction log; default logs/predictions.db."
+        default=None,
+        description="SQLAlchemy URL of the prediction log; default logs/predictions.db.",
     )
     admin_token: SecretStr | None = None
     max_batch_size: int = Field(default=10_000, ge=1)

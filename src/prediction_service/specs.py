@@ -180,7 +180,9 @@ def load_specs(specs_dir: Path) -> dict[str, ModelSpec]:
     for path in sorted(specs_dir.glob("*.yaml")):
         spec = load_spec(path)
         if spec.name in specs:
-            raise SpecError(path, "name", f"model name {spec.name!r} is already used by another spec")
+            raise SpecError(
+                path, "name", f"model name {spec.name!r} is already used by another spec"
+            )
         specs[spec.name] = spec
     if not specs:
         raise SpecError(specs_dir, "", "no *.yaml model specs found")

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
 
 from prediction_service.registry.store import Registry
@@ -38,6 +39,7 @@ class TrainingRecorder:
         self.experiment = experiment
         self.run_name = run_name
         self.run_id = ""
+        self.experiment_id = ""
 
     def __enter__(self) -> TrainingRecorder:
         exp = mlflow.get_experiment_by_name(self.experiment)
@@ -46,6 +48,7 @@ class TrainingRecorder:
             exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
         else:
             exp_id = exp.experiment_id
+        self.experiment_id = exp_id
         run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name)
         self.run_id = run.info.run_id
         return self
@@ -59,7 +62,8 @@ class TrainingRecorder:
         mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
 
     def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        with mlflow.start_run(run_name=name, nested=True):
+        # A nested run does not inherit its parent's experiment: name it.
+        with mlflow.start_run(run_name=name, nested=True, experiment_id=self.experiment_id):
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics(metrics)
 
@@ -73,7 +77,7 @@ class TrainingRecorder:
         mlflow.set_tags(tags)
 
     def log_dataset(self, frame: pd.DataFrame, source: Path, name: str, target: str) -> str:
-        dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, targets=target)
+        dataset = from_pandas(frame, source=str(source), name=name, targets=target)
         mlflow.log_input(dataset, context="training")
         return str(dataset.digest)
 

@@ -20,7 +20,9 @@ class EstimatorEntry:
 
 ESTIMATORS: dict[str, EstimatorEntry] = {
     "ridge": EstimatorEntry("regression", "sklearn.linear_model:Ridge", scaled=True, seeded=False),
-    "random_forest_regressor": EstimatorEntry("regression", "sklearn.ensemble:RandomForestRegressor"),
+    "random_forest_regressor": EstimatorEntry(
+        "regression", "sklearn.ensemble:RandomForestRegressor"
+    ),
     "hist_gradient_boosting_regressor": EstimatorEntry(
         "regression", "sklearn.ensemble:HistGradientBoostingRegressor"
     ),

@@ -36,8 +36,12 @@ def build_parser(model: str | None) -> argparse.ArgumentParser:
             action="store_true",
             help="train only models whose registered name has no champion yet",
         )
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlruns/)")
-    parser.add_argument("--specs-dir", type=Path, help="folder of model specs (default: config/models)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite under mlruns/)"
+    )
+    parser.add_argument(
+        "--specs-dir", type=Path, help="folder of model specs (default: config/models)"
+    )
     parser.add_argument("--data", type=Path, help="CSV to train on instead of the spec's data.path")
     parser.add_argument(
         "--candidates", help="comma-separated subset of the spec's candidate names to try"

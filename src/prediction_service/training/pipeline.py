@@ -114,7 +114,10 @@ def run_training(
     X, y = dataset.X.to_numpy(), dataset.y.to_numpy()
     row_ids = np.arange(len(X))
     train_ids, test_ids = train_test_split(
-        row_ids, test_size=spec.split.test_size, random_state=seed, stratify=y if classification else None
+        row_ids,
+        test_size=spec.split.test_size,
+        random_state=seed,
+        stratify=y if classification else None,
     )
     test_ids = np.sort(test_ids)
     split_digest = hashlib.sha256(",".join(map(str, test_ids)).encode()).hexdigest()
@@ -123,7 +126,9 @@ def run_training(
         f"[{spec.name}] {len(X)} rows valid; train {len(train_ids)}, test {len(test_ids)} "
         f"(seed {seed}, split {split_digest[:12]}); {folds}-fold CV on {len(candidates)} candidates"
     )
-    splitter = (StratifiedKFold if classification else KFold)(folds, shuffle=True, random_state=seed)
+    splitter = (StratifiedKFold if classification else KFold)(
+        folds, shuffle=True, random_state=seed
+    )
 
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
     champion_before = registry.champion_version(spec.registered_name)
@@ -235,7 +240,9 @@ def run_training(
             gate_tags["previous_champion"] = champion_before
         registry.set_version_tags(spec.registered_name, version, gate_tags)
         rec.set_tags({"gate_decision": gate_tags["gate_decision"], "registered_version": version})
-        registry.set_alias(spec.registered_name, CHAMPION if decision.promote else CHALLENGER, version)
+        registry.set_alias(
+            spec.registered_name, CHAMPION if decision.promote else CHALLENGER, version
+        )
         if decision.promote and registry.alias_version(spec.registered_name, CHALLENGER) == version:
             registry.delete_alias(spec.registered_name, CHALLENGER)
 

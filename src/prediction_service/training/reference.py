@@ -17,7 +17,9 @@ def column_stats(values: np.ndarray, rng: np.random.Generator) -> dict[str, Any]
     # Outer edges open so serving-time values beyond the training range still land in a bin.
     inner = edges[1:-1]
     counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
-    sample = values if len(values) <= SAMPLE_SIZE else rng.choice(values, SAMPLE_SIZE, replace=False)
+    sample = (
+        values if len(values) <= SAMPLE_SIZE else rng.choice(values, SAMPLE_SIZE, replace=False)
+    )
     return {
         "count": int(len(values)),
         "mean": float(values.mean()),
@@ -40,6 +42,8 @@ def reference_stats(
     else:
         labels, counts = np.unique(np.asarray(predictions, dtype=str), return_counts=True)
         prediction = {
-            "class_fractions": {str(lb): float(c) / len(predictions) for lb, c in zip(labels, counts)}
+            "class_fractions": {
+                str(lb): float(c) / len(predictions) for lb, c in zip(labels, counts)
+            }
         }
     return {"rows": int(len(X)), "features": features, "prediction": prediction}

@@ -1,0 +1,59 @@
+# `make run` serves the API on 127.0.0.1:8000; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SRC := src tests bench train_housing.py train_iris.py run_api.py
+
+.PHONY: help install install-dev run serve train test lint format typecheck bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: $(PY) requirements.txt pyproject.toml
+	$(PY) -m pip install -q -r requirements.txt -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.runtime  ## create .venv and install the runtime dependencies
+
+install-dev: $(VENV)/.dev  ## also install test and lint tools
+
+train: install  ## train every model (registers a new version per model)
+	$(PY) -m prediction_service.training || [ $$? -eq 3 ]
+
+run: install  ## train any model without a champion, then serve on $(HOST):$(PORT)
+	$(PY) -m prediction_service.training --missing-only || [ $$? -eq 3 ]
+	$(PY) run_api.py --host $(HOST) --port $(PORT)
+
+serve: install  ## serve without training
+	$(PY) run_api.py --host $(HOST) --port $(PORT)
+
+test: install-dev  ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev  ## flake8, black --check, isort --check-only
+	$(VENV)/bin/flake8 $(SRC)
+	$(VENV)/bin/black --check $(SRC)
+	$(VENV)/bin/isort --check-only $(SRC)
+
+format: install-dev  ## apply black and isort
+	$(VENV)/bin/isort $(SRC)
+	$(VENV)/bin/black $(SRC)
+
+typecheck: install-dev  ## mypy over src/
+	$(VENV)/bin/mypy
+
+bench: install-dev  ## run the benchmark harness (writes bench/results/)
+	$(PY) bench/run.py
+
+clean:  ## remove the virtual environment and caches (keeps mlruns/ and logs/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache
