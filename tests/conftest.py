@@ -6,12 +6,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
 from prediction_service.training.pipeline import TrainingResult, run_training
+
+if TYPE_CHECKING:
+    from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -55,3 +59,29 @@ def trained(
         name: run_training(spec, settings, progress=lambda _m: None) for name, spec in specs.items()
     }
     yield settings, results
+
+
+HOUSING_RECORD = {
+    "MedInc": 8.3252,
+    "HouseAge": 41.0,
+    "AveRooms": 6.984127,
+    "AveBedrms": 1.02381,
+    "Population": 322.0,
+    "AveOccup": 2.555556,
+    "Latitude": 37.88,
+    "Longitude": -122.23,
+}
+IRIS_RECORD = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture(scope="session")
+def live(
+    trained: tuple[Settings, dict[str, TrainingResult]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One real uvicorn process serving the session's trained models."""
+    from tests.live import LiveServer
+
+    settings, _ = trained
+    server = LiveServer(settings, tmp_path_factory.mktemp("live") / "server.log").start()
+    yield server
+    server.stop()

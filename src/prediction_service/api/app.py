@@ -1,0 +1,85 @@
+"""``create_app(settings)`` builds the service; models load in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from prediction_service import __version__
+from prediction_service.api import docs, errors
+from prediction_service.api.middleware import HTTPMetricsMiddleware
+from prediction_service.api.responses import JSONResponse
+from prediction_service.api.routes import history, meta, models, predict
+from prediction_service.metrics import Metrics
+from prediction_service.registry import Registry
+from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.service import PredictionService
+from prediction_service.settings import Settings
+from prediction_service.specs import load_specs
+from prediction_service.storage.db import make_engine, migrate
+from prediction_service.storage.prediction_log import PredictionLog
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    settings: Settings = state.settings
+    state.started_at = time.monotonic()
+    state.engine = make_engine(settings.effective_database_url)
+    try:
+        await run_in_threadpool(migrate, state.engine)
+    except Exception:
+        # Predictions must still work without the log; writes will fail and be counted.
+        log.exception("prediction log database unavailable at start-up")
+    registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
+    state.store = ModelStore(state.specs, registry, state.metrics)
+    await run_in_threadpool(state.store.load_all)
+    state.prediction_log = PredictionLog(
+        state.engine,
+        state.metrics,
+        max_queue=settings.log_queue_size,
+        batch_size=settings.log_batch_size,
+        flush_interval_s=settings.log_flush_interval_s,
+    )
+    state.prediction_log.start()
+    state.service = PredictionService(
+        state.store, state.prediction_log, state.metrics, settings.max_batch_size
+    )
+    try:
+        yield
+    finally:
+        state.prediction_log.close()
+        state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    specs = load_specs(settings.specs_path)
+    app = FastAPI(
+        title="Prediction service",
+        version=__version__,
+        description="Serves the champion of every model spec, logs every prediction, "
+        "and exposes Prometheus metrics.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    app.state.specs = specs
+    app.state.metrics = Metrics()
+    app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)
+    errors.install(app)
+    docs.install(app)
+    app.include_router(meta.router)
+    app.include_router(predict.build_router(specs, settings.home, settings.max_batch_size))
+    app.include_router(models.router)
+    app.include_router(history.router)
+    return app

@@ -1,0 +1,28 @@
+"""Recent logged predictions, newest first, with cursor pagination."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from prediction_service.api.deps import LogDep, StoreDep
+
+router = APIRouter(prefix="/predictions", tags=["predictions"])
+
+
+@router.get("/history", summary="Recent logged predictions")
+async def history(
+    store: StoreDep,
+    log: LogDep,
+    model: Annotated[str | None, Query(description="only this model")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[
+        int | None, Query(ge=1, description="next_cursor of the previous page")
+    ] = None,
+) -> dict[str, Any]:
+    if model is not None:
+        store.spec(model)  # 404 for unknown models
+    items, next_cursor = await run_in_threadpool(log.history, model, limit, cursor)
+    return {"items": items, "next_cursor": next_cursor}

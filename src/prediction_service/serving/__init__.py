@@ -1,0 +1,1 @@
+"""Serving: fast predictors over native models and the store that holds each champion."""

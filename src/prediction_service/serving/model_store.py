@@ -1,0 +1,148 @@
+"""The champion of every spec, loaded with its native flavour and swapped atomically."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prediction_service.errors import ModelNotLoadedError, UnknownModelError
+from prediction_service.metrics import Metrics
+from prediction_service.registry import ModelVersionInfo, Registry
+from prediction_service.serving.predictors import PredictFn, make_predictor
+from prediction_service.specs import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def warmup_rows(spec: ModelSpec, n: int = 16) -> np.ndarray:
+    """Deterministic rows spread over every feature's valid range."""
+    rng = np.random.default_rng(0)
+    lows = np.array([f.min for f in spec.features])
+    highs = np.array([f.max for f in spec.features])
+    return np.asarray(lows + rng.random((n, len(lows))) * (highs - lows))
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    spec: ModelSpec
+    version: str
+    info: ModelVersionInfo
+    predict: PredictFn  # (n, features) -> (n,) values or (n, classes) probabilities
+    predictor_kind: str
+    classes: tuple[str, ...] | None
+    loaded_at: float
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class ModelStore:
+    """Holds one ServedModel per spec. Reads never lock; a swap replaces the reference whole."""
+
+    def __init__(self, specs: dict[str, ModelSpec], registry: Registry, metrics: Metrics) -> None:
+        self.specs = specs
+        self.registry = registry
+        self.metrics = metrics
+        self._models: dict[str, ServedModel] = {}
+        self._errors: dict[str, str] = {}
+        self._swap_lock = threading.Lock()
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise UnknownModelError(name, sorted(self.specs))
+        return spec
+
+    def get(self, name: str) -> ServedModel:
+        self.spec(name)
+        model = self._models.get(name)
+        if model is None:
+            reason = self._errors.get(name, "not loaded yet")
+            raise ModelNotLoadedError(f"model {name!r} is not loaded: {reason}")
+        return model
+
+    def loaded(self, name: str) -> ServedModel | None:
+        return self._models.get(name)
+
+    def error(self, name: str) -> str | None:
+        return self._errors.get(name)
+
+    @property
+    def ready(self) -> bool:
+        return all(name in self._models for name in self.specs)
+
+    def load_version(self, name: str, version: str) -> ServedModel:
+        """Load and warm one version without serving it."""
+        spec = self.spec(name)
+        started = time.perf_counter()
+        native: Any = self.registry.load_model(spec.registered_name, version)
+        info = self.registry.version_info(spec.registered_name, version)
+        sample = warmup_rows(spec)
+        predict, kind = make_predictor(native, spec.task, sample)
+        predict(sample[:1])  # warm: first call pays lazy initialisation
+        classes = tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
+        return ServedModel(
+            spec=spec,
+            version=version,
+            info=info,
+            predict=predict,
+            predictor_kind=kind,
+            classes=classes,
+            loaded_at=time.time(),
+            load_seconds=time.perf_counter() - started,
+        )
+
+    def serve(self, model: ServedModel) -> ServedModel | None:
+        """Swap ``model`` in; returns the one it replaced."""
+        with self._swap_lock:
+            old = self._models.get(model.name)
+            self._models[model.name] = model
+            self._errors.pop(model.name, None)
+        self.metrics.model_served(model.name, model.version, old.version if old else None)
+        log.info(
+            "serving %s version %s (%s predictor, loaded in %.2fs)",
+            model.name,
+            model.version,
+            model.predictor_kind,
+            model.load_seconds,
+        )
+        return old
+
+    def load_champion(self, name: str) -> ServedModel:
+        """Serve the version the ``champion`` alias points at, unless it is already served."""
+        spec = self.spec(name)
+        try:
+            version = self.registry.champion_version(spec.registered_name)
+            if version is None:
+                raise LookupError(
+                    f"{spec.registered_name} has no 'champion' version in the registry; "
+                    f"train it with `python -m prediction_service.training {name}`"
+                )
+            current = self._models.get(name)
+            if current is not None and current.version == version:
+                return current
+            model = self.load_version(name, version)
+        except Exception as exc:
+            # A model already serving keeps serving; the error is still reported.
+            self._errors[name] = f"{type(exc).__name__}: {exc}"
+            self.metrics.model_load_failed(name)
+            if name not in self._models:
+                self.metrics.model_unloaded(name)
+            raise
+        self.serve(model)
+        return model
+
+    def load_all(self) -> None:
+        """Load every champion; a model that fails is reported and the others still serve."""
+        for name in self.specs:
+            try:
+                self.load_champion(name)
+            except Exception:
+                log.exception("could not load model %s; its routes answer 503", name)

@@ -1,0 +1,1 @@
+"""The prediction log and job records: SQLAlchemy models, Alembic migrations, writers."""

@@ -1,0 +1,153 @@
+"""The prediction log: a bounded queue drained in batches by one writer thread.
+
+Requests only enqueue (no I/O on the request path). If the database fails, rows of that
+batch are counted as lost and predictions keep succeeding; a full queue drops new rows and
+counts them, so memory stays bounded. ``close`` drains the queue before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from prediction_service.metrics import Metrics
+from prediction_service.storage.db import PredictionRecord
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        max_queue: int = 100_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._last_error_log = 0.0
+
+    # -- request path ------------------------------------------------------------------
+    def record(self, row: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.metrics.log_dropped.inc()
+
+    def record_many(self, rows: list[dict[str, Any]]) -> None:
+        for i, row in enumerate(rows):
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:
+                self.metrics.log_dropped.inc(len(rows) - i)
+                return
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- writer --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write everything queued, then stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("prediction log writer did not finish within %.0fs", timeout_s)
+        self._thread = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self.flush_interval_s)
+            except queue.Empty:
+                continue
+            batch: list[dict[str, Any]] = []
+            item = first
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self.batch_size:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if stopping:  # drain what arrived behind the stop marker too
+                rest = []
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        rest.append(item)
+                for i in range(0, len(rest), self.batch_size):
+                    self._write(rest[i : i + self.batch_size])
+            self.metrics.log_queue_depth.set(self._queue.qsize())
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(PredictionRecord), batch)
+            self.metrics.log_written.inc(len(batch))
+        except Exception as exc:  # noqa: BLE001 - a DB failure must never reach requests
+            self.metrics.log_write_failures.inc(len(batch))
+            now = time.monotonic()
+            if now - self._last_error_log > 10:
+                self._last_error_log = now
+                log.error("prediction log: %d rows not written: %s", len(batch), exc)
+
+    # -- reads ---------------------------------------------------------------------------
+    def history(
+        self, model: str | None, limit: int, before: int | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first; ``before`` is the cursor (a row's ``seq``) from the previous page."""
+        stmt = select(PredictionRecord).order_by(PredictionRecord.seq.desc()).limit(limit + 1)
+        if model is not None:
+            stmt = stmt.where(PredictionRecord.model == model)
+        if before is not None:
+            stmt = stmt.where(PredictionRecord.seq < before)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        next_cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
+        return [_public(r) for r in rows[:limit]], next_cursor
+
+
+PUBLIC_COLUMNS = (
+    "id", "created_at", "model", "version", "features", "prediction",
+    "probabilities", "latency_ms", "request_id", "status", "actual",
+)  # fmt: skip
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in PUBLIC_COLUMNS}
+    created = out["created_at"]
+    if isinstance(created, datetime):
+        # SQLite hands back naive datetimes; every stored time is UTC.
+        out["created_at"] = (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
+    return out

@@ -1,0 +1,105 @@
+"""A real uvicorn process on a free loopback port, for live tests over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from prediction_service.settings import Settings
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        "PREDICT_HOME": str(settings.home),
+        "PREDICT_SPECS_DIR": str(settings.specs_path),
+        "PREDICT_TRACKING_URI": settings.effective_tracking_uri,
+        "PREDICT_ARTIFACT_ROOT": str(settings.artifact_path),
+        "PREDICT_DATABASE_URL": settings.effective_database_url,
+    }
+
+
+class LiveServer:
+    def __init__(self, settings: Settings, log_path: Path, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {**os.environ, **settings_env(settings), **env}
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90.0, want_ready: bool = True) -> LiveServer:
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "run_api.py", "--port", str(self.port), "--log-level", "warning"]
+            + ["--workers", str(self.workers)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                r = requests.get(f"{self.url}/ready", timeout=2)
+                if r.status_code == 200 or (not want_ready and r.status_code == 503):
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"server not ready in {timeout_s}s:\n{self.output()}")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, the way an orchestrator stops it; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return requests.post(self.url + path, timeout=60, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include ``labels``."""
+        total = 0.0
+        for line in self.get("/metrics").text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, value = line.rsplit(" ", 1)
+            metric_name = head.split("{", 1)[0]
+            if metric_name != name:
+                continue
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total

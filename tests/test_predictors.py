@@ -1,0 +1,56 @@
+"""Fast predictors compute exactly what the estimators compute, or fall back to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from prediction_service.serving.predictors import estimator_predict, make_predictor
+from prediction_service.training.catalog import build_estimator
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(300, 5))
+y_reg = X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(0, 0.1, 300)
+y_multi = np.array(["a", "b", "c"])[np.digitize(X[:, 0] + X[:, 1], [-0.5, 0.5])]
+y_bin = np.where(X[:, 2] > 0, "yes", "no")
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params", "y", "task", "kind"),
+    [
+        ("ridge", {"alpha": 1.0}, y_reg, "regression", "direct"),
+        ("lightgbm_regressor", {"n_estimators": 30}, y_reg, "regression", "direct"),
+        ("logistic_regression", {}, y_multi, "classification", "direct"),
+        ("logistic_regression", {}, y_bin, "classification", "direct"),
+        ("lightgbm_classifier", {"n_estimators": 30}, y_multi, "classification", "direct"),
+        ("lightgbm_classifier", {"n_estimators": 30}, y_bin, "classification", "direct"),
+        ("random_forest_regressor", {"n_estimators": 5}, y_reg, "regression", "estimator"),
+        ("k_neighbors_classifier", {}, y_multi, "classification", "estimator"),
+    ],
+)
+def test_fast_path_matches_the_estimator(
+    estimator: str, params: dict[str, Any], y: np.ndarray, task: str, kind: str
+) -> None:
+    model = build_estimator(estimator, params, seed=0).fit(X[:200], y[:200])
+    predict, got_kind = make_predictor(model, task, X[:10])
+    assert got_kind == kind
+    np.testing.assert_allclose(predict(X[200:]), estimator_predict(model, task)(X[200:]), rtol=1e-9)
+    np.testing.assert_allclose(predict(X[200:201]), estimator_predict(model, task)(X[200:201]))
+
+
+def test_a_wrong_fast_path_falls_back_to_the_estimator() -> None:
+    model = build_estimator("ridge", {}, seed=0).fit(X, y_reg)
+    model.steps[-1][1].coef_ = model.steps[-1][1].coef_ * 1.0  # still right: direct
+    assert make_predictor(model, "regression", X[:5])[1] == "direct"
+
+    class Tampered:
+        coef_ = np.ones(5)
+        intercept_ = 0.0
+
+        def predict(self, rows: np.ndarray) -> np.ndarray:
+            return rows.sum(axis=1) + 1.0  # disagrees with coef_/intercept_
+
+    Tampered.__name__ = "Ridge"
+    assert make_predictor(Tampered(), "regression", X[:5])[1] == "estimator"
