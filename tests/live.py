@@ -51,6 +51,7 @@ class LiveServer:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes job children too
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -78,6 +79,13 @@ class LiveServer:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its children, as a crash would."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
 
     def output(self) -> str:
         if not self._log.closed:

@@ -76,6 +76,34 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "model_swaps_total",
+            "Times the served version of a model changed without a restart.",
+            ["model"],
+            registry=r,
+        )
+        self.challenger_percent = Gauge(
+            "model_challenger_traffic_percent",
+            "Share of a model's requests routed to its challenger version.",
+            ["model"],
+            registry=r,
+        )
+        self.retrain_runs = Counter(
+            "retrain_runs_total",
+            "Finished retrain jobs, by model and status (succeeded or failed).",
+            ["model", "status"],
+            registry=r,
+        )
+        self.retrain_duration = Histogram(
+            "retrain_duration_seconds",
+            "Wall time of retrain jobs.",
+            ["model"],
+            buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.retrain_in_progress = Gauge(
+            "retrain_in_progress", "1 while a retrain job of the model runs.", ["model"], registry=r
+        )
         self.log_written = Counter(
             "prediction_log_written_total", "Prediction-log rows written.", registry=r
         )
@@ -96,6 +124,7 @@ class Metrics:
     def model_served(self, model: str, version: str, previous: str | None) -> None:
         if previous is not None and previous != version:
             self.model_version_info.remove(model, previous)
+            self.model_swaps.labels(model).inc()
         self.model_version_info.labels(model, version).set(1)
         self.model_loaded.labels(model).set(1)
 

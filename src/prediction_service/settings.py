@@ -26,6 +26,7 @@ class Settings(BaseSettings):
         description="MLflow tracking and registry URI; default a SQLite store under mlruns/.",
     )
     artifact_root: Path = Path("mlruns/artifacts")
+    logs_dir: Path = Path("logs")
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the prediction log; default logs/predictions.db.",
@@ -51,6 +52,19 @@ class Settings(BaseSettings):
     @property
     def artifact_path(self) -> Path:
         return self.resolve(self.artifact_root)
+
+    @property
+    def logs_path(self) -> Path:
+        return self.resolve(self.logs_dir)
+
+    def child_env(self) -> dict[str, str]:
+        """What a child process (a retrain job) needs to see the same stores."""
+        return {
+            "PREDICT_HOME": str(self.home),
+            "PREDICT_SPECS_DIR": str(self.specs_path),
+            "PREDICT_TRACKING_URI": self.effective_tracking_uri,
+            "PREDICT_ARTIFACT_ROOT": str(self.artifact_path),
+        }
 
     @property
     def effective_tracking_uri(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,14 +16,17 @@ from prediction_service import __version__
 from prediction_service.api import docs, errors
 from prediction_service.api.middleware import HTTPMetricsMiddleware
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.routes import history, meta, models, predict
+from prediction_service.api.routes import history, meta, models, predict, retrain
 from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
+from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
 from prediction_service.storage.db import make_engine, migrate
+from prediction_service.storage.jobs import JobStore, TrafficStore
 from prediction_service.storage.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
@@ -40,7 +45,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.exception("prediction log database unavailable at start-up")
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
     state.store = ModelStore(state.specs, registry, state.metrics)
-    await run_in_threadpool(state.store.load_all)
+    state.lifecycle = ModelLifecycle(state.store, registry, TrafficStore(state.engine))
+    await run_in_threadpool(state.lifecycle.sync_all)
+    state.retrain = RetrainRunner(settings, JobStore(state.engine), state.lifecycle, state.metrics)
+    try:
+        interrupted = await run_in_threadpool(state.retrain.recover)
+        if interrupted:
+            log.warning("marked %d interrupted retrain job(s) as failed", interrupted)
+    except Exception as exc:  # noqa: BLE001 - the database may be down; serving goes on
+        log.error("could not check for interrupted retrain jobs: %s", exc)
     state.prediction_log = PredictionLog(
         state.engine,
         state.metrics,
@@ -52,11 +65,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.service = PredictionService(
         state.store, state.prediction_log, state.metrics, settings.max_batch_size
     )
+    poller = asyncio.create_task(follow_registry(state.lifecycle, settings.reload_interval_s))
     try:
         yield
     finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await state.retrain.shutdown()
         state.prediction_log.close()
         state.engine.dispose()
+
+
+async def follow_registry(lifecycle: ModelLifecycle, interval_s: float) -> None:
+    """Serve whatever the champion alias points at, checked every ``interval_s``."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await run_in_threadpool(lifecycle.sync_all)
+        except Exception:  # noqa: BLE001 - keep following whatever happened this round
+            log.exception("registry poll failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.build_router(specs, settings.home, settings.max_batch_size))
     app.include_router(models.router)
     app.include_router(history.router)
+    app.include_router(retrain.router)
     return app

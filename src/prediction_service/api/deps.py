@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from prediction_service.metrics import Metrics
+from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.storage.prediction_log import PredictionLog
@@ -29,6 +31,14 @@ def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def _lifecycle(request: Request) -> ModelLifecycle:
+    return request.app.state.lifecycle
+
+
+def _runner(request: Request) -> RetrainRunner:
+    return request.app.state.retrain
+
+
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -37,4 +47,6 @@ ServiceDep = Annotated[PredictionService, Depends(_service)]
 StoreDep = Annotated[ModelStore, Depends(_store)]
 LogDep = Annotated[PredictionLog, Depends(_log)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+LifecycleDep = Annotated[ModelLifecycle, Depends(_lifecycle)]
+RetrainDep = Annotated[RetrainRunner, Depends(_runner)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

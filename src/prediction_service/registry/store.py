@@ -90,6 +90,12 @@ class Registry:
             run_tags=run_tags,
         )
 
+    def find_version(self, name: str, version: str) -> ModelVersionInfo | None:
+        try:
+            return self.version_info(name, version)
+        except MlflowException:
+            return None
+
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         try:
             found = self.client.search_model_versions(f"name='{name}'")

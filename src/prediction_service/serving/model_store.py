@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,8 @@ class ModelStore:
         self.registry = registry
         self.metrics = metrics
         self._models: dict[str, ServedModel] = {}
+        self._challengers: dict[str, ServedModel] = {}
+        self._split: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._swap_lock = threading.Lock()
 
@@ -67,6 +71,34 @@ class ModelStore:
             reason = self._errors.get(name, "not loaded yet")
             raise ModelNotLoadedError(f"model {name!r} is not loaded: {reason}")
         return model
+
+    def choose(self, name: str, request_id: str | None) -> ServedModel:
+        """The champion, or for a share of requests the challenger (sticky per request id)."""
+        champion = self.get(name)
+        percent = self._split.get(name)
+        if percent:
+            challenger = self._challengers.get(name)
+            if challenger is not None:
+                if request_id:
+                    draw = zlib.crc32(request_id.encode()) % 10_000 / 100.0
+                else:
+                    draw = random.random() * 100.0
+                if draw < percent:
+                    return challenger
+        return champion
+
+    def challenger(self, name: str) -> tuple[ServedModel | None, float]:
+        return self._challengers.get(name), self._split.get(name, 0.0)
+
+    def set_challenger(self, name: str, model: ServedModel | None, percent: float) -> None:
+        with self._swap_lock:
+            if model is None or percent <= 0:
+                self._challengers.pop(name, None)
+                self._split.pop(name, None)
+            else:
+                self._challengers[name] = model
+                self._split[name] = percent
+        self.metrics.challenger_percent.labels(name).set(percent if model is not None else 0)
 
     def loaded(self, name: str) -> ServedModel | None:
         return self._models.get(name)

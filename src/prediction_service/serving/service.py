@@ -34,7 +34,7 @@ class PredictionService:
         self, name: str, records: list[dict[str, float]], request_id: str | None, kind: str
     ) -> dict[str, Any]:
         """Predict ``records`` (already validated) with the served version of ``name``."""
-        model = self.store.get(name)
+        model = self.store.choose(name, request_id)
         features = model.spec.feature_names
         started = time.perf_counter()
         X = np.array([[rec[f] for f in features] for rec in records], dtype=float)

@@ -12,12 +12,14 @@ from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Engine,
     Float,
     Index,
     Integer,
     String,
+    Text,
     create_engine,
     event,
     text,
@@ -52,6 +54,34 @@ class PredictionRecord(Base):
     actual_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_predictions_model_seq", "model", "seq"),)
+
+
+class RetrainJobRecord(Base):
+    __tablename__ = "retrain_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # queued, running, succeeded, failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    candidates: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    data_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    promoted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    gate_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TrafficRecord(Base):
+    """The challenger share of a model's traffic, shared by every worker and replica."""
+
+    __tablename__ = "traffic_splits"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    challenger_percent: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def _json(value: Any) -> str:

@@ -7,6 +7,7 @@ not promoted; 1 a spec, data or registry error stopped training; 2 bad arguments
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -49,6 +50,11 @@ def build_parser(model: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed for split, CV and estimators")
     parser.add_argument("--cv-folds", type=int, help="number of cross-validation folds")
     parser.add_argument(
+        "--json-result",
+        type=Path,
+        help="also write the outcome (version, promoted, metrics) to this JSON file",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="fast smoke run: only the spec's first candidate and 2-fold CV",
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None, model: str | None = None) -> int:
             print(f"error: unknown model(s) {unknown}; specs: {sorted(specs)}", file=sys.stderr)
             return 1
         code = 0
+        outcomes: list[dict[str, object]] = []
         for name in names:
             spec = specs[name]
             if model is None and args.missing_only:
@@ -98,8 +105,11 @@ def main(argv: list[str] | None = None, model: str | None = None) -> int:
             result = run_training(spec, settings, options, progress)
             print(result.table())
             print(result.summary(), flush=True)
+            outcomes.append(result.outcome())
             if not result.promoted:
                 code = EXIT_NOT_PROMOTED
+        if args.json_result:
+            args.json_result.write_text(json.dumps(outcomes, indent=2))
         return code
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

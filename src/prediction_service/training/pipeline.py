@@ -72,6 +72,19 @@ class TrainingResult:
             rows.append(f"{c.name:<26} {cv:>16} {c.test_score:>12.4f}  {'*' if c.chosen else ''}")
         return "\n".join(rows)
 
+    def outcome(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "registered_name": self.registered_name,
+            "version": self.version,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "chosen": self.chosen,
+            "run_id": self.run_id,
+            "metrics": {f"test_{k}": v for k, v in self.test_metrics.items()} | self.cv_metrics,
+            "seconds": round(self.seconds, 3),
+        }
+
     def summary(self) -> str:
         state = "is the new champion" if self.promoted else f"was not promoted ({CHALLENGER})"
         return (

@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import StoreDep
+from prediction_service.api.auth import Admin
+from prediction_service.api.deps import LifecycleDep, StoreDep
 from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -25,6 +28,11 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         ],
         "classes": spec.target.classes,
         "loaded": False,
+    }
+    challenger, percent = store.challenger(name)
+    out["traffic"] = {
+        "challenger_version": challenger.version if challenger else None,
+        "challenger_percent": percent,
     }
     model = store.loaded(name)
     if model is None:
@@ -57,3 +65,35 @@ async def list_models(store: StoreDep) -> list[dict[str, Any]]:
 @router.get("/{model}", summary="One model and what it is serving")
 async def get_model(model: str, store: StoreDep) -> dict[str, Any]:
     return describe(store, model)
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(pattern=r"^[0-9]+$", examples=["3"], description="registered version")
+
+
+class TrafficIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    challenger_percent: float = Field(ge=0, le=100, examples=[10])
+
+
+@router.get("/{model}/versions", summary="Every registered version with aliases and gate decisions")
+async def list_versions(model: str, lifecycle: LifecycleDep) -> list[dict[str, Any]]:
+    return await run_in_threadpool(lifecycle.versions, model)
+
+
+@router.post("/{model}/promote", dependencies=[Admin], summary="Make a version the champion now")
+async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> dict[str, Any]:
+    return await run_in_threadpool(lifecycle.promote, model, body.version)
+
+
+@router.post("/{model}/rollback", dependencies=[Admin], summary="Restore the previous champion")
+async def rollback(model: str, lifecycle: LifecycleDep) -> dict[str, Any]:
+    return await run_in_threadpool(lifecycle.rollback, model)
+
+
+@router.post(
+    "/{model}/traffic", dependencies=[Admin], summary="Route a share of traffic to the challenger"
+)
+async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> dict[str, Any]:
+    return await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)

@@ -1,0 +1,148 @@
+"""Moving what is served: follow the registry, promote, roll back, split traffic."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
+from prediction_service.registry import ModelVersionInfo, Registry
+from prediction_service.registry.store import CHALLENGER, CHAMPION
+from prediction_service.serving.model_store import ModelStore, ServedModel
+from prediction_service.storage.jobs import TrafficStore
+
+log = logging.getLogger(__name__)
+
+
+def _version_summary(info: ModelVersionInfo) -> dict[str, Any]:
+    return {
+        "version": info.version,
+        "aliases": sorted(info.aliases),
+        "run_id": info.run_id,
+        "created_at_ms": info.created_at_ms,
+        "metrics": {
+            k: v for k, v in sorted(info.metrics.items()) if k.startswith(("test_", "cv_"))
+        },
+        "candidate": info.params.get("candidate"),
+        "gate": {
+            "decision": info.tags.get("gate_decision"),
+            "reason": info.tags.get("gate_reason"),
+            "previous_champion": info.tags.get("previous_champion"),
+        },
+    }
+
+
+class ModelLifecycle:
+    def __init__(self, store: ModelStore, registry: Registry, traffic: TrafficStore) -> None:
+        self.store = store
+        self.registry = registry
+        self.traffic = traffic
+
+    # -- following the registry ------------------------------------------------------
+    def sync(self, name: str, splits: dict[str, float] | None = None) -> None:
+        """Serve the current champion (and challenger, if split); failures keep the old one."""
+        try:
+            self.store.load_champion(name)
+        except Exception as exc:  # noqa: BLE001 - reported by the store; keep serving
+            log.error("could not load the champion of %s: %s", name, exc)
+        try:
+            if splits is None:
+                splits = self.traffic.all()
+            self._sync_challenger(name, splits.get(name, 0.0))
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not sync the challenger of %s: %s", name, exc)
+
+    def sync_all(self) -> None:
+        try:
+            splits = self.traffic.all()
+        except Exception as exc:  # noqa: BLE001 - the database being down must not stop reloads
+            log.warning("traffic splits unavailable: %s", exc)
+            splits = {name: self.store.challenger(name)[1] for name in self.store.specs}
+        for name in self.store.specs:
+            self.sync(name, splits)
+
+    def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
+        spec = self.store.spec(name)
+        champion = self.store.loaded(name)
+        version = self.registry.alias_version(spec.registered_name, CHALLENGER)
+        if percent <= 0 or version is None or (champion and champion.version == version):
+            self.store.set_challenger(name, None, 0.0)
+            return None
+        current, _ = self.store.challenger(name)
+        model = current if current and current.version == version else None
+        if model is None:
+            model = self.store.load_version(name, version)
+        self.store.set_challenger(name, model, percent)
+        return model
+
+    # -- admin actions ---------------------------------------------------------------
+    def _load(self, name: str, version: str) -> ServedModel:
+        spec = self.store.spec(name)
+        if self.registry.find_version(spec.registered_name, version) is None:
+            raise NotFoundError(f"{spec.registered_name} has no version {version}")
+        try:
+            return self.store.load_version(name, version)
+        except Exception as exc:
+            raise InvalidInputError(
+                f"{spec.registered_name} version {version} cannot be loaded: {exc}"
+            ) from exc
+
+    def _make_champion(self, name: str, model: ServedModel, previous: str | None) -> dict[str, Any]:
+        spec = self.store.spec(name)
+        self.registry.set_alias(spec.registered_name, CHAMPION, model.version)
+        if self.registry.alias_version(spec.registered_name, CHALLENGER) == model.version:
+            # Promoting the challenger ends the split.
+            self.registry.delete_alias(spec.registered_name, CHALLENGER)
+            self.traffic.set(name, 0.0)
+            self.store.set_challenger(name, None, 0.0)
+        self.store.serve(model)
+        return {"model": name, "previous_version": previous, "version": model.version}
+
+    def promote(self, name: str, version: str) -> dict[str, Any]:
+        spec = self.store.spec(name)
+        previous = self.registry.champion_version(spec.registered_name)
+        model = self._load(name, version)
+        if previous is not None and previous != version:
+            self.registry.set_version_tags(
+                spec.registered_name, version, {"previous_champion": previous}
+            )
+        return self._make_champion(name, model, previous)
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        spec = self.store.spec(name)
+        current = self.registry.champion_version(spec.registered_name)
+        if current is None:
+            raise ConflictError(f"{spec.registered_name} has no champion to roll back from")
+        info = self.registry.find_version(spec.registered_name, current)
+        previous = info.tags.get("previous_champion") if info else None
+        if not previous:
+            raise ConflictError(
+                f"{spec.registered_name} version {current} records no previous champion"
+            )
+        return self._make_champion(name, self._load(name, previous), current)
+
+    def set_traffic(self, name: str, percent: float) -> dict[str, Any]:
+        spec = self.store.spec(name)
+        if percent > 0 and self.registry.alias_version(spec.registered_name, CHALLENGER) is None:
+            raise ConflictError(
+                f"{spec.registered_name} has no 'challenger' version to send traffic to"
+            )
+        model = self._sync_challenger(name, percent)
+        if percent > 0 and model is None:
+            raise ConflictError(f"the challenger of {spec.registered_name} is the champion")
+        self.traffic.set(name, percent)
+        return self.traffic_state(name)
+
+    def traffic_state(self, name: str) -> dict[str, Any]:
+        champion = self.store.loaded(name)
+        challenger, percent = self.store.challenger(name)
+        return {
+            "model": name,
+            "champion_version": champion.version if champion else None,
+            "challenger_version": challenger.version if challenger else None,
+            "challenger_percent": percent,
+        }
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        spec = self.store.spec(name)
+        return [_version_summary(v) for v in self.registry.list_versions(spec.registered_name)]

@@ -1,0 +1,111 @@
+"""Retrain jobs and traffic splits, persisted so they survive a restart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from prediction_service.storage.db import RetrainJobRecord, TrafficRecord
+
+ACTIVE = ("queued", "running")
+JOB_COLUMNS = (
+    "id", "model", "status", "created_at", "started_at", "finished_at", "candidates",
+    "data_path", "version", "promoted", "gate_reason", "metrics", "error",
+)  # fmt: skip
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
+
+
+def _job(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    return {k: _utc(data[k]) for k in JOB_COLUMNS}
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self, job_id: str, model: str, candidates: list[str] | None, data_path: str | None
+    ) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(RetrainJobRecord).values(
+                    id=job_id,
+                    model=model,
+                    status="queued",
+                    created_at=datetime.now(UTC),
+                    candidates=candidates,
+                    data_path=data_path,
+                )
+            )
+        return self.get(job_id) or {}
+
+    def update(self, job_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(RetrainJobRecord).where(RetrainJobRecord.id == job_id).values(**values)
+            )
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(RetrainJobRecord).where(RetrainJobRecord.id == job_id)
+            ).first()
+        return _job(row) if row else None
+
+    def list(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        stmt = select(RetrainJobRecord).order_by(RetrainJobRecord.created_at.desc()).limit(limit)
+        if model is not None:
+            stmt = stmt.where(RetrainJobRecord.model == model)
+        with self.engine.connect() as conn:
+            return [_job(r) for r in conn.execute(stmt)]
+
+    def active(self, model: str) -> dict[str, Any] | None:
+        stmt = select(RetrainJobRecord).where(
+            RetrainJobRecord.model == model, RetrainJobRecord.status.in_(ACTIVE)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return _job(row) if row else None
+
+    def fail_interrupted(self, reason: str) -> int:
+        """Jobs left queued or running by a service that died: mark them failed."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(RetrainJobRecord)
+                .where(RetrainJobRecord.status.in_(ACTIVE))
+                .values(status="failed", error=reason, finished_at=datetime.now(UTC))
+            )
+        return int(result.rowcount or 0)
+
+
+class TrafficStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def all(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TrafficRecord.model, TrafficRecord.challenger_percent))
+            return {m: float(p) for m, p in rows}
+
+    def set(self, model: str, percent: float) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(TrafficRecord)
+                .where(TrafficRecord.model == model)
+                .values(challenger_percent=percent, updated_at=now)
+            )
+            if not found.rowcount:
+                conn.execute(
+                    insert(TrafficRecord).values(
+                        model=model, challenger_percent=percent, updated_at=now
+                    )
+                )
