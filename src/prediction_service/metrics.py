@@ -1,7 +1,17 @@
-"""Prometheus metrics, held in an object with its own registry so tests stay independent."""
+"""Prometheus metrics, held in an object with its own registry so tests stay independent.
+
+With several uvicorn workers, ``run_api.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the
+workers start; every worker then writes its values to files there and a scrape of any one
+worker aggregates them all (prometheus_client's multiprocess mode). Each gauge says how its
+per-worker values combine.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+
+import psutil
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,6 +20,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 # Sub-millisecond to multi-second: single-row predictions take ~0.1 ms, batches seconds.
@@ -17,6 +28,15 @@ LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0,
 )  # fmt: skip
+VALUE_BUCKETS = (
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 7.5, 10.0, 25.0, 50.0, 100.0,
+    1000.0,
+)  # fmt: skip
+CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
@@ -24,8 +44,16 @@ class Metrics:
         # The *_created series double the exposition and no dashboard reads them.
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
+        self.multiprocess = multiprocess_dir() is not None
+        self._process = psutil.Process(os.getpid())
         r = self.registry
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+        if not self.multiprocess:
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+
+        def gauge(name: str, doc: str, labels: list[str], mode: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+        # -- HTTP --------------------------------------------------------------------------
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests served, by route template, method and status code.",
@@ -39,9 +67,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.http_in_flight = Gauge(
-            "http_requests_in_flight", "Requests being handled right now.", registry=r
+        self.http_in_flight = gauge(
+            "http_requests_in_flight", "Requests being handled right now.", [], "livesum"
         )
+        # -- predictions -------------------------------------------------------------------
         self.predictions = Counter(
             "predictions_total",
             "Predicted rows, by model and the version that answered.",
@@ -57,18 +86,40 @@ class Metrics:
         )
         self.prediction_errors = Counter(
             "prediction_errors_total",
-            "Prediction requests that failed, by model and reason.",
+            "Prediction requests that failed, by model and reason "
+            "(invalid_input, batch_too_large, model_not_loaded, unknown_model, model_error).",
             ["model", "reason"],
             registry=r,
         )
-        self.model_loaded = Gauge(
-            "model_loaded", "1 when the model is loaded and serving, else 0.", ["model"], registry=r
+        self.prediction_value = Histogram(
+            "prediction_value",
+            "Predicted values of regression models.",
+            ["model", "version"],
+            buckets=VALUE_BUCKETS,
+            registry=r,
         )
-        self.model_version_info = Gauge(
+        self.predicted_class = Counter(
+            "predicted_class_total",
+            "Predicted classes of classification models.",
+            ["model", "version", "class"],
+            registry=r,
+        )
+        self.prediction_confidence = Histogram(
+            "prediction_confidence",
+            "Probability of the predicted class (classification models).",
+            ["model", "version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        # -- models ------------------------------------------------------------------------
+        self.model_loaded = gauge(
+            "model_loaded", "1 when the model is loaded and serving, else 0.", ["model"], "min"
+        )
+        self.model_version_info = gauge(
             "model_version_info",
             "1 for the version each model is serving.",
             ["model", "version"],
-            registry=r,
+            "max",
         )
         self.model_load_failures = Counter(
             "model_load_failures_total",
@@ -82,12 +133,13 @@ class Metrics:
             ["model"],
             registry=r,
         )
-        self.challenger_percent = Gauge(
+        self.challenger_percent = gauge(
             "model_challenger_traffic_percent",
             "Share of a model's requests routed to its challenger version.",
             ["model"],
-            registry=r,
+            "max",
         )
+        # -- retraining --------------------------------------------------------------------
         self.retrain_runs = Counter(
             "retrain_runs_total",
             "Finished retrain jobs, by model and status (succeeded or failed).",
@@ -101,9 +153,53 @@ class Metrics:
             buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
             registry=r,
         )
-        self.retrain_in_progress = Gauge(
-            "retrain_in_progress", "1 while a retrain job of the model runs.", ["model"], registry=r
+        self.retrain_in_progress = gauge(
+            "retrain_in_progress", "1 while a retrain job of the model runs.", ["model"], "max"
         )
+        # -- live quality and drift --------------------------------------------------------
+        self.feedback = Counter(
+            "feedback_total",
+            "Ground-truth values received, by model and the version that predicted.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.live_quality = gauge(
+            "model_live_quality",
+            "Quality over recent feedback: accuracy for classifiers, mae and rmse for regressors.",
+            ["model", "version", "metric"],
+            "mostrecent",
+        )
+        self.drift_psi = gauge(
+            "feature_drift_psi",
+            "Population stability index of a feature, recent traffic vs training data.",
+            ["model", "feature"],
+            "mostrecent",
+        )
+        self.drift_pvalue = gauge(
+            "feature_drift_ks_pvalue",
+            "Two-sample Kolmogorov-Smirnov p-value, recent traffic vs training data.",
+            ["model", "feature"],
+            "mostrecent",
+        )
+        self.drift_detected = gauge(
+            "feature_drift_detected",
+            "1 when the feature's recent distribution has drifted from the training data.",
+            ["model", "feature"],
+            "mostrecent",
+        )
+        self.prediction_drift_psi = gauge(
+            "prediction_drift_psi",
+            "Population stability index of the predictions, recent vs training data.",
+            ["model"],
+            "mostrecent",
+        )
+        self.drift_window = gauge(
+            "drift_window_rows",
+            "Recent predictions the last drift check compared (0: insufficient data).",
+            ["model"],
+            "mostrecent",
+        )
+        # -- prediction log ----------------------------------------------------------------
         self.log_written = Counter(
             "prediction_log_written_total", "Prediction-log rows written.", registry=r
         )
@@ -117,13 +213,30 @@ class Metrics:
             "Prediction-log rows dropped because the write queue was full.",
             registry=r,
         )
-        self.log_queue_depth = Gauge(
-            "prediction_log_queue_depth", "Rows waiting to be written.", registry=r
+        self.log_queue_depth = gauge(
+            "prediction_log_queue_depth", "Rows waiting to be written.", [], "livesum"
         )
+        # -- the service processes (summed over workers) -----------------------------------
+        self.memory = gauge(
+            "service_resident_memory_bytes",
+            "Resident memory of the service, summed over its workers.",
+            [],
+            "livesum",
+        )
+        self.cpu = gauge(
+            "service_cpu_seconds_total",
+            "CPU time used by the service, summed over its workers.",
+            [],
+            "livesum",
+        )
+        self.workers = gauge("service_workers", "Worker processes serving.", [], "livesum")
+        self.workers.set(1)
+        self.started = time.time()
 
     def model_served(self, model: str, version: str, previous: str | None) -> None:
         if previous is not None and previous != version:
-            self.model_version_info.remove(model, previous)
+            # Set to 0 rather than removed: in multiprocess mode a removed series lingers.
+            self.model_version_info.labels(model, previous).set(0)
             self.model_swaps.labels(model).inc()
         self.model_version_info.labels(model, version).set(1)
         self.model_loaded.labels(model).set(1)
@@ -134,5 +247,21 @@ class Metrics:
     def model_load_failed(self, model: str) -> None:
         self.model_load_failures.labels(model).inc()
 
+    def sample_process(self) -> None:
+        self.memory.set(self._process.memory_info().rss)
+        times = self._process.cpu_times()
+        self.cpu.set(times.user + times.system)
+
     def exposition(self) -> bytes:
+        self.sample_process()
+        if self.multiprocess:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """A worker leaving: its live* gauges stop counting."""
+        directory = multiprocess_dir()
+        if directory:
+            multiprocess.mark_process_dead(os.getpid(), directory)

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(default=500, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)
+    drift_window: int = Field(default=1000, ge=10)
+    drift_min_rows: int = Field(default=200, ge=10)
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    drift_pvalue_threshold: float = Field(default=0.01, gt=0, lt=1)
+    drift_interval_s: float = Field(default=60.0, gt=0)
+    quality_window: int = Field(default=500, ge=1)
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.home / path)

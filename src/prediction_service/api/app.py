@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,11 +15,12 @@ from prediction_service import __version__
 from prediction_service.api import docs, errors
 from prediction_service.api.middleware import HTTPMetricsMiddleware
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.routes import history, meta, models, predict, retrain
+from prediction_service.api.routes import history, meta, models, monitoring, predict, retrain
 from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
@@ -65,26 +65,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.service = PredictionService(
         state.store, state.prediction_log, state.metrics, settings.max_batch_size
     )
-    poller = asyncio.create_task(follow_registry(state.lifecycle, settings.reload_interval_s))
+    state.monitor = Monitor(state.store, state.prediction_log, state.metrics, settings)
+    tasks = [
+        asyncio.create_task(every(settings.reload_interval_s, state.lifecycle.sync_all)),
+        asyncio.create_task(every(settings.drift_interval_s, state.monitor.check_all)),
+        asyncio.create_task(every(5.0, state.metrics.sample_process)),
+    ]
     try:
         yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await state.retrain.shutdown()
         state.prediction_log.close()
         state.engine.dispose()
+        state.metrics.close()
 
 
-async def follow_registry(lifecycle: ModelLifecycle, interval_s: float) -> None:
-    """Serve whatever the champion alias points at, checked every ``interval_s``."""
+async def every(interval_s: float, job: Callable[[], None]) -> None:
+    """Run ``job`` in a thread every ``interval_s``: following the registry, drift, sampling."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await run_in_threadpool(lifecycle.sync_all)
-        except Exception:  # noqa: BLE001 - keep following whatever happened this round
-            log.exception("registry poll failed")
+            await run_in_threadpool(job)
+        except Exception:  # noqa: BLE001 - keep going whatever happened this round
+            log.exception("background job %s failed", getattr(job, "__qualname__", job))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,4 +117,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(history.router)
     app.include_router(retrain.router)
+    app.include_router(monitoring.router)
     return app

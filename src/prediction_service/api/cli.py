@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 
 import uvicorn
+
+
+def prepare_multiprocess_metrics(workers: int) -> None:
+    """Several workers share their metrics through files; start each run with none left over."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if workers > 1 and not directory:
+        directory = tempfile.mkdtemp(prefix="prediction-service-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.workers < 1:
         build_parser().error("--workers must be at least 1")
+    prepare_multiprocess_metrics(args.workers)
     uvicorn.run(
         "prediction_service.api.app:create_app",
         factory=True,

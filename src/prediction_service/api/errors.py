@@ -12,9 +12,31 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from prediction_service.api.responses import JSONResponse
-from prediction_service.errors import ServiceError
+from prediction_service.errors import (
+    BatchTooLargeError,
+    ModelNotLoadedError,
+    ServiceError,
+    UnknownModelError,
+)
 
 log = logging.getLogger(__name__)
+
+
+def _count_prediction_error(request: Request, reason: str) -> None:
+    """Failed predictions by model and reason; unknown names collapse to one label value."""
+    parts = request.url.path.split("/")
+    if len(parts) < 3 or parts[1] != "predict":
+        return
+    state = request.app.state
+    model = parts[2] if parts[2] in state.specs else "unknown"
+    state.metrics.prediction_errors.labels(model, reason).inc()
+
+
+_REASONS: dict[type[ServiceError], str] = {
+    BatchTooLargeError: "batch_too_large",
+    ModelNotLoadedError: "model_not_loaded",
+    UnknownModelError: "unknown_model",
+}
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -38,6 +60,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> Response
     for e, raw in zip(errors, exc.errors()):
         if "input" in raw and raw["type"] != "missing":
             e["input"] = _safe(raw["input"])
+    _count_prediction_error(request, "invalid_input")
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     if len(errors) > 5:
         summary += f"; and {len(errors) - 5} more"
@@ -45,6 +68,9 @@ async def _validation(request: Request, exc: RequestValidationError) -> Response
 
 
 async def _service(request: Request, exc: ServiceError) -> Response:
+    reason = _REASONS.get(type(exc))
+    if reason:
+        _count_prediction_error(request, reason)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 

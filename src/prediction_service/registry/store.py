@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Run artifacts written by training and read by serving.
+REFERENCE_FILE = "reference/reference_stats.json"
+TEST_SPLIT_FILE = "reference/test_split.json"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 from prediction_service.errors import ModelNotLoadedError, UnknownModelError
 from prediction_service.metrics import Metrics
 from prediction_service.registry import ModelVersionInfo, Registry
+from prediction_service.registry.store import REFERENCE_FILE
 from prediction_service.serving.predictors import PredictFn, make_predictor
 from prediction_service.specs import ModelSpec
 
@@ -39,6 +40,7 @@ class ServedModel:
     classes: tuple[str, ...] | None
     loaded_at: float
     load_seconds: float
+    reference: dict[str, Any] | None = None  # training statistics for drift detection
 
     @property
     def name(self) -> str:
@@ -120,6 +122,12 @@ class ModelStore:
         predict, kind = make_predictor(native, spec.task, sample)
         predict(sample[:1])  # warm: first call pays lazy initialisation
         classes = tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
+        reference = None
+        if info.run_id:
+            try:
+                reference = self.registry.load_run_json(info.run_id, REFERENCE_FILE)
+            except Exception as exc:  # noqa: BLE001 - serving does not need it; drift reports it
+                log.warning("%s version %s has no reference statistics: %s", name, version, exc)
         return ServedModel(
             spec=spec,
             version=version,
@@ -129,6 +137,7 @@ class ModelStore:
             classes=classes,
             loaded_at=time.time(),
             load_seconds=time.perf_counter() - started,
+            reference=reference,
         )
 
     def serve(self, model: ServedModel) -> ServedModel | None:

@@ -47,6 +47,7 @@ class PredictionService:
         self.metrics.predictions.labels(name, model.version).inc(len(records))
         self.metrics.prediction_latency.labels(name, model.version, kind).observe(elapsed)
         items = _shape(model, out)
+        self._observe_outputs(name, model, out, items)
         now = datetime.now(UTC)
         latency_ms = elapsed * 1000.0
         per_row_ms = latency_ms / len(records)
@@ -75,6 +76,24 @@ class PredictionService:
             "items": items,
             "latency_ms": latency_ms,
         }
+
+    def _observe_outputs(
+        self, name: str, model: ServedModel, out: np.ndarray, items: list[dict[str, Any]]
+    ) -> None:
+        version = model.version
+        if model.classes is None:
+            values = self.metrics.prediction_value.labels(name, version)
+            for v in out:
+                values.observe(float(v))
+            return
+        confidence = self.metrics.prediction_confidence.labels(name, version)
+        for row in out.max(axis=1):
+            confidence.observe(float(row))
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item["prediction"]] = counts.get(item["prediction"], 0) + 1
+        for cls, n in counts.items():
+            self.metrics.predicted_class.labels(name, version, cls).inc(n)
 
 
 def _shape(model: ServedModel, out: np.ndarray) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord
@@ -55,6 +55,13 @@ class PredictionLog:
             except queue.Full:
                 self.metrics.log_dropped.inc(len(rows) - i)
                 return
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every row queued so far has been handled (written or counted lost)."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
 
     @property
     def queue_depth(self) -> int:
@@ -97,6 +104,8 @@ class PredictionLog:
                     break
             if batch:
                 self._write(batch)
+            for _ in range(len(batch) + (1 if stopping else 0)):
+                self._queue.task_done()
             if stopping:  # drain what arrived behind the stop marker too
                 rest = []
                 while True:
@@ -108,6 +117,8 @@ class PredictionLog:
                         rest.append(item)
                 for i in range(0, len(rest), self.batch_size):
                     self._write(rest[i : i + self.batch_size])
+                for _ in rest:
+                    self._queue.task_done()
             self.metrics.log_queue_depth.set(self._queue.qsize())
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
@@ -121,6 +132,49 @@ class PredictionLog:
             if now - self._last_error_log > 10:
                 self._last_error_log = now
                 log.error("prediction log: %d rows not written: %s", len(batch), exc)
+
+    # -- ground truth and recent traffic -----------------------------------------------
+    def find(self, prediction_id: str) -> dict[str, Any] | None:
+        stmt = select(PredictionRecord).where(PredictionRecord.id == prediction_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return dict(row._mapping) if row else None
+
+    def set_actual(self, prediction_id: str, actual: Any) -> bool:
+        """Store the ground truth once; False when the prediction already has one."""
+        stmt = (
+            update(PredictionRecord)
+            .where(PredictionRecord.id == prediction_id, PredictionRecord.actual.is_(None))
+            .values(actual=actual, actual_at=datetime.now(UTC))
+        )
+        with self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    def recent_feedback(self, model: str, version: str, limit: int) -> list[tuple[Any, Any]]:
+        """(prediction, actual) of the latest predictions that got ground truth."""
+        stmt = (
+            select(PredictionRecord.prediction, PredictionRecord.actual)
+            .where(
+                PredictionRecord.model == model,
+                PredictionRecord.version == version,
+                PredictionRecord.actual_at.is_not(None),
+            )
+            .order_by(PredictionRecord.actual_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(p, a) for p, a in conn.execute(stmt)]
+
+    def recent(self, model: str, limit: int) -> list[tuple[dict[str, float], Any]]:
+        """(features, prediction) of the model's latest predictions."""
+        stmt = (
+            select(PredictionRecord.features, PredictionRecord.prediction)
+            .where(PredictionRecord.model == model)
+            .order_by(PredictionRecord.seq.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(f, p) for f, p in conn.execute(stmt)]
 
     # -- reads ---------------------------------------------------------------------------
     def history(

@@ -18,7 +18,12 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from prediction_service.data import load_dataset
 from prediction_service.errors import InvalidInputError
 from prediction_service.registry import Registry, TrainingRecorder
-from prediction_service.registry.store import CHALLENGER, CHAMPION
+from prediction_service.registry.store import (
+    CHALLENGER,
+    CHAMPION,
+    REFERENCE_FILE,
+    TEST_SPLIT_FILE,
+)
 from prediction_service.settings import Settings
 from prediction_service.specs import METRICS, CandidateSpec, ModelSpec
 from prediction_service.training.catalog import build_estimator, is_lightgbm
@@ -220,9 +225,9 @@ def run_training(
         rec.log_dataset(frame, data_path, spec.name, spec.target.column)
         rec.log_json(
             reference_stats(dataset.X.iloc[train_ids], model.predict(X_train), spec.task, seed),
-            "reference/reference_stats.json",
+            REFERENCE_FILE,
         )
-        rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, "reference/test_split.json")
+        rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, TEST_SPLIT_FILE)
         tags = {
             "model_name": spec.name,
             "git_commit": _git_commit(),

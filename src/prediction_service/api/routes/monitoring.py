@@ -1,0 +1,38 @@
+"""Ground truth in, live quality and drift out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
+
+from prediction_service.serving.monitoring import Monitor
+
+router = APIRouter(tags=["monitoring"])
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: str = Field(min_length=1, max_length=64)
+    actual: StrictFloat | StrictInt | StrictStr = Field(
+        description="the true value: a number for regressors, a class name for classifiers",
+        examples=["setosa"],
+    )
+
+
+def _monitor(request: Request) -> Monitor:
+    return request.app.state.monitor
+
+
+@router.post("/feedback", summary="Record the true value of a logged prediction")
+async def feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
+    return await run_in_threadpool(
+        _monitor(request).record_feedback, body.prediction_id, body.actual
+    )
+
+
+@router.get("/drift/{model}", summary="Per-feature drift of recent traffic vs the training data")
+async def drift(model: str, request: Request) -> dict[str, Any]:
+    return await run_in_threadpool(_monitor(request).drift, model)

@@ -1,0 +1,168 @@
+"""Live quality from ground-truth feedback, and drift of recent traffic from the training data."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
+from prediction_service.metrics import Metrics
+from prediction_service.serving.model_store import ModelStore
+from prediction_service.settings import Settings
+from prediction_service.storage.prediction_log import PredictionLog
+
+log = logging.getLogger(__name__)
+_EPS = 1e-4  # floor for empty bins, so PSI stays finite
+
+
+def psi(edges: list[float], reference: list[float], values: np.ndarray) -> float:
+    """Population stability index of ``values`` over the reference bins."""
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    current = np.clip(counts / max(len(values), 1), _EPS, None)
+    ref = np.clip(np.asarray(reference, dtype=float), _EPS, None)
+    return float(np.sum((current - ref) * np.log(current / ref)))
+
+
+def class_psi(reference: dict[str, float], labels: list[str]) -> float:
+    names = sorted(set(reference) | set(labels))
+    current = np.array([labels.count(n) for n in names], dtype=float) / max(len(labels), 1)
+    ref = np.array([reference.get(n, 0.0) for n in names])
+    current, ref = np.clip(current, _EPS, None), np.clip(ref, _EPS, None)
+    return float(np.sum((current - ref) * np.log(current / ref)))
+
+
+class Monitor:
+    def __init__(
+        self, store: ModelStore, log: PredictionLog, metrics: Metrics, settings: Settings
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.metrics = metrics
+        self.settings = settings
+
+    # -- feedback --------------------------------------------------------------------
+    def record_feedback(self, prediction_id: str, actual: Any) -> dict[str, Any]:
+        row = self.log.find(prediction_id)
+        if row is None and self.log.flush():  # it may still be on its way to the database
+            row = self.log.find(prediction_id)
+        if row is None:
+            raise NotFoundError(f"no prediction with id {prediction_id!r}")
+        spec = self.store.spec(row["model"])
+        if spec.task == "classification":
+            if not isinstance(actual, str) or actual not in (spec.target.classes or []):
+                raise InvalidInputError(
+                    f"actual: {actual!r} is not a class of {spec.name}; "
+                    f"expected one of {spec.target.classes}"
+                )
+        elif isinstance(actual, bool) or not isinstance(actual, (int, float)):
+            raise InvalidInputError(f"actual: {spec.name} needs a number, got {actual!r}")
+        elif not math.isfinite(actual):
+            raise InvalidInputError("actual: must be a finite number")
+        if not self.log.set_actual(prediction_id, actual):
+            raise ConflictError(f"prediction {prediction_id!r} already has a ground-truth value")
+        model, version = row["model"], row["version"]
+        self.metrics.feedback.labels(model, version).inc()
+        return {
+            "prediction_id": prediction_id,
+            "model": model,
+            "version": version,
+            "prediction": row["prediction"],
+            "actual": actual,
+            "live_quality": self.update_quality(model, version),
+        }
+
+    def update_quality(self, model: str, version: str) -> dict[str, Any]:
+        pairs = self.log.recent_feedback(model, version, self.settings.quality_window)
+        quality: dict[str, Any] = {"version": version, "window": len(pairs)}
+        if not pairs:
+            return quality
+        if self.store.spec(model).task == "classification":
+            quality["accuracy"] = float(np.mean([p == a for p, a in pairs]))
+        else:
+            errors = np.array([float(p) - float(a) for p, a in pairs])
+            quality["mae"] = float(np.mean(np.abs(errors)))
+            quality["rmse"] = float(np.sqrt(np.mean(errors**2)))
+        for metric in ("accuracy", "mae", "rmse"):
+            if metric in quality:
+                self.metrics.live_quality.labels(model, version, metric).set(quality[metric])
+        return quality
+
+    # -- drift -----------------------------------------------------------------------
+    def drift(self, name: str) -> dict[str, Any]:
+        served = self.store.get(name)
+        spec = served.spec
+        s = self.settings
+        result: dict[str, Any] = {
+            "model": name,
+            "reference_version": served.version,
+            "window": 0,
+            "window_limit": s.drift_window,
+            "min_rows": s.drift_min_rows,
+            "thresholds": {"psi": s.drift_psi_threshold, "ks_pvalue": s.drift_pvalue_threshold},
+        }
+        reference = served.reference
+        if reference is None:
+            result.update(
+                status="no_reference", detail="this version logged no reference statistics"
+            )
+            return result
+        self.log.flush()  # include what was served but is still queued
+        rows = self.log.recent(name, s.drift_window)
+        result["window"] = len(rows)
+        if len(rows) < s.drift_min_rows:
+            self.metrics.drift_window.labels(name).set(0)
+            for feat in spec.feature_names:
+                self.metrics.drift_detected.labels(name, feat).set(0)
+            result.update(
+                status="insufficient_data",
+                detail=f"{len(rows)} recent predictions; drift needs at least {s.drift_min_rows}",
+                drifted_features=[],
+            )
+            return result
+
+        features: dict[str, Any] = {}
+        for feat in spec.feature_names:
+            values = np.array([float(f[feat]) for f, _ in rows])
+            ref = reference["features"][feat]
+            score = psi(ref["bin_edges"], ref["bin_fractions"], values)
+            pvalue = float(stats.ks_2samp(values, ref["sample"]).pvalue)
+            drifted = score >= s.drift_psi_threshold and pvalue < s.drift_pvalue_threshold
+            features[feat] = {
+                "psi": score,
+                "ks_pvalue": pvalue,
+                "drifted": drifted,
+                "mean": float(values.mean()),
+                "reference_mean": ref["mean"],
+            }
+            self.metrics.drift_psi.labels(name, feat).set(score)
+            self.metrics.drift_pvalue.labels(name, feat).set(pvalue)
+            self.metrics.drift_detected.labels(name, feat).set(1 if drifted else 0)
+
+        predictions = [p for _, p in rows]
+        ref_pred = reference["prediction"]
+        if spec.task == "classification":
+            pred_psi = class_psi(ref_pred["class_fractions"], [str(p) for p in predictions])
+        else:
+            pred_psi = psi(ref_pred["bin_edges"], ref_pred["bin_fractions"], np.array(predictions))
+        self.metrics.prediction_drift_psi.labels(name).set(pred_psi)
+        self.metrics.drift_window.labels(name).set(len(rows))
+        result.update(
+            status="ok",
+            drifted_features=[f for f, v in features.items() if v["drifted"]],
+            features=features,
+            prediction={"psi": pred_psi, "drifted": pred_psi >= s.drift_psi_threshold},
+        )
+        return result
+
+    def check_all(self) -> None:
+        for name in self.store.specs:
+            if self.store.loaded(name) is None:
+                continue
+            try:
+                self.drift(name)
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop others
+                log.warning("drift check of %s failed: %s", name, exc)
