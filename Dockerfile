@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+# Multi-stage image of the prediction service.
+#   docker build -t prediction-service .                           # registry from a volume
+#   docker build --build-arg TRAIN_AT_BUILD=true -t prediction-service .   # models baked in
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+# LightGBM links the system OpenMP runtime; training at build time needs it too.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir --no-deps /app
+COPY config ./config
+COPY data ./data
+COPY train_housing.py train_iris.py run_api.py ./
+ARG TRAIN_AT_BUILD=false
+RUN mkdir -p mlruns logs \
+    && if [ "$TRAIN_AT_BUILD" = "true" ]; then python -m prediction_service.training; fi
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PREDICT_HOME=/app \
+    WORKERS=2 \
+    PORT=8000
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin app
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=app:app /app /app
+COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/entrypoint.sh
+USER 10001:10001
+EXPOSE 8000
+VOLUME ["/app/mlruns", "/app/logs"]
+# The slim image has no curl: ask /ready with the Python that is there.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/ready', timeout=4).status == 200 else 1)"]
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
