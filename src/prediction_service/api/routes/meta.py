@@ -61,6 +61,7 @@ async def health(request: Request, store: StoreDep) -> dict[str, Any]:
         "status": "ok" if healthy else "degraded",
         "version": __version__,
         "uptime_s": round(time.monotonic() - state.started_at, 3),
+        "worker_pid": os.getpid(),
         "memory_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
         "models": models,
         "database": {"reachable": db_ok},
