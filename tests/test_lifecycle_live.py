@@ -343,3 +343,38 @@ def test_traffic_needs_a_challenger(trained: Trained, tmp_path: Path) -> None:
         assert r.status_code == 409 and "records no previous champion" in r.json()["detail"]
     finally:
         server.stop()
+
+
+def test_live_service_on_postgresql(trained: Trained, tmp_path: Path, postgres_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    settings = own_registry(trained, tmp_path)
+    server = start(settings, tmp_path, interval=3600, PREDICT_DATABASE_URL=postgres_url)
+    try:
+        assert server.get("/health").json()["database"]["reachable"] is True
+        served = 0
+        for _ in range(50):
+            assert served_version(server)
+            served += 1
+        batch = server.post("/predict/iris/batch", json={"records": [IRIS_RECORD] * 500})
+        served += batch.json()["count"]
+        job = server.post(
+            "/retrain", json={"model": "iris", "candidates": ["logistic_regression"]}, headers=AUTH
+        ).json()
+        assert wait_job(server, job["id"])["status"] == "succeeded"
+        history = server.get("/predictions/history?model=iris&limit=5").json()
+        assert len(history["items"]) == 5 and history["next_cursor"]
+    finally:
+        server.stop()
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        logged = conn.execute(text("SELECT COUNT(*) FROM predictions")).scalar_one()
+        status = conn.execute(
+            text("SELECT status FROM retrain_jobs WHERE id = :id"), {"id": job["id"]}
+        ).scalar_one()
+        conn.execute(text("DELETE FROM predictions"))
+        conn.execute(text("DELETE FROM retrain_jobs"))
+        conn.commit()
+    engine.dispose()
+    assert logged == served == 550
+    assert status == "succeeded"

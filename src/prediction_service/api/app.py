@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -84,13 +85,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def every(interval_s: float, job: Callable[[], None]) -> None:
-    """Run ``job`` in a thread every ``interval_s``: following the registry, drift, sampling."""
+    """Run ``job`` in a thread every ``interval_s``: following the registry, drift, sampling.
+
+    The first run waits a random part of the interval, so several workers or replicas spread
+    their registry polls instead of arriving together.
+    """
+    await asyncio.sleep(random.uniform(0, interval_s))
     while True:
-        await asyncio.sleep(interval_s)
         try:
             await run_in_threadpool(job)
         except Exception:  # noqa: BLE001 - keep going whatever happened this round
             log.exception("background job %s failed", getattr(job, "__qualname__", job))
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
