@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SRC := src tests train_housing.py train_iris.py run_api.py
+SRC := src tests bench train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train test lint format typecheck clean
+.PHONY: help install install-dev run serve train test lint format typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,9 @@ format: install-dev  ## apply black and isort
 
 typecheck: install-dev  ## mypy over src/
 	$(VENV)/bin/mypy
+
+bench: install-dev  ## benchmark against mlflow models serve and a constant-reply ceiling (needs wrk)
+	$(PY) bench/run.py
 
 clean:  ## remove the virtual environment and caches (keeps mlruns/ and logs/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache

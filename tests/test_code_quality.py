@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-TARGETS = ["src", "tests", "train_housing.py", "train_iris.py", "run_api.py"]
+TARGETS = ["src", "tests", "bench", "train_housing.py", "train_iris.py", "run_api.py"]
 
 
 @pytest.mark.parametrize(

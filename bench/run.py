@@ -1,0 +1,367 @@
+"""Benchmark the API against `mlflow models serve` and a constant-reply ceiling, in one run.
+
+`make bench` (or `python bench/run.py --help`). Trains both models into a fresh registry
+(timing it), then starts each server in turn on loopback, warms it, drives it with wrk,
+stops it by its process id, and writes bench/results/latest.json and latest.md. Absolute
+numbers move from machine to machine; the ratios within one run are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+HOUSING = {
+    "MedInc": 8.3252, "HouseAge": 41.0, "AveRooms": 6.984127, "AveBedrms": 1.02381,
+    "Population": 322.0, "AveOccup": 2.555556, "Latitude": 37.88, "Longitude": -122.23,
+}  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_rss(pid: int) -> int:
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+@contextmanager
+def server(
+    cmd: list[str], ready_path: str, port: int, env: dict[str, str]
+) -> Iterator[dict[str, Any]]:
+    """Start, wait for ready (timing it), yield, then stop by process group id."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}")
+            try:
+                if requests.get(url + ready_path, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{cmd[:3]} not ready")
+            time.sleep(0.05)
+        yield {"url": url, "pid": proc.pid, "cold_start_s": time.perf_counter() - started}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[str, float]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{json.dumps(body)}]]\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    script.unlink()
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def warm(url: str, body: dict[str, Any], n: int = 200) -> None:
+    with requests.Session() as s:
+        for _ in range(n):
+            s.post(url, json=body, timeout=30).raise_for_status()
+
+
+def rows_per_second(url: str, body: dict[str, Any], rows: int, calls: int) -> float:
+    with requests.Session() as s:
+        s.post(url, json=body, timeout=120).raise_for_status()
+        started = time.perf_counter()
+        for _ in range(calls):
+            s.post(url, json=body, timeout=120).raise_for_status()
+        return rows * calls / (time.perf_counter() - started)
+
+
+def mlflow_body(records: list[dict[str, float]]) -> dict[str, Any]:
+    columns = list(records[0])
+    return {
+        "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # mlflow serve needs uvicorn
+        "PREDICT_HOME": str(ROOT),
+        "PREDICT_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PREDICT_ARTIFACT_ROOT": str(work / "artifacts"),
+        "PREDICT_DATABASE_URL": f"sqlite:///{work / 'predictions.db'}",
+        "PREDICT_LOGS_DIR": str(work / "logs"),
+    }
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "duration_s": args.seconds,
+        "training_s": {},
+        "single": {},
+        "batch_rows_per_s": {},
+        "cold_start_s": {},
+        "rss_mb": {},
+    }
+    for model in ("housing", "iris"):
+        log(f"training {model}")
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, f"train_{model}.py"], env=env, cwd=ROOT, check=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        result["training_s"][model] = round(time.perf_counter() - started, 1)
+
+    frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
+    batches = {n: frame.sample(n, random_state=0).to_dict(orient="records") for n in (1000, 10000)}
+    single = result["single"]
+
+    # -- ours --------------------------------------------------------------------------
+    port = free_port()
+    cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning"]
+    with server(cmd, "/ready", port, env) as s:
+        result["cold_start_s"]["api"] = round(s["cold_start_s"], 2)
+        for model, body in (("iris", IRIS), ("housing", HOUSING)):
+            url = f"{s['url']}/predict/{model}"
+            warm(url, body)
+            for c in args.connections:
+                log(f"api /predict/{model} c={c}")
+                single[f"api {model} c{c}"] = wrk(url, body, c, args.seconds)
+        result["rss_mb"]["api"] = round(tree_rss(s["pid"]) / 2**20, 1)
+        for n, records in batches.items():
+            log(f"api batch {n}")
+            result["batch_rows_per_s"][f"api {n}"] = round(
+                rows_per_second(
+                    f"{s['url']}/predict/housing/batch", {"records": records}, n, args.batch_calls
+                )
+            )
+        metrics = requests.get(f"{s['url']}/metrics", timeout=10).text
+    result["log_write"] = prediction_log_cost(metrics)
+
+    # -- mlflow models serve -----------------------------------------------------------
+    for model, registered, body in (
+        ("iris", "IrisBestModel", IRIS), ("housing", "CaliforniaHousingBestModel", HOUSING),
+    ):  # fmt: skip
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{registered}@champion",
+            "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1",
+        ]  # fmt: skip
+        with server(cmd, "/ping", port, env) as s:
+            result["cold_start_s"][f"mlflow {model}"] = round(s["cold_start_s"], 2)
+            url = f"{s['url']}/invocations"
+            warm(url, mlflow_body([body]), 50)
+            for c in args.connections:
+                log(f"mlflow {model} c={c}")
+                single[f"mlflow {model} c{c}"] = wrk(url, mlflow_body([body]), c, args.seconds)
+            result["rss_mb"][f"mlflow {model}"] = round(tree_rss(s["pid"]) / 2**20, 1)
+            if model == "housing":
+                for n, records in batches.items():
+                    log(f"mlflow batch {n}")
+                    result["batch_rows_per_s"][f"mlflow {n}"] = round(
+                        rows_per_second(url, mlflow_body(records), n, args.batch_calls)
+                    )
+
+    # -- the HTTP ceiling --------------------------------------------------------------
+    port = free_port()
+    with server(
+        [sys.executable, "bench/ceiling.py", "--port", str(port)], "/ready", port, env
+    ) as s:
+        url = f"{s['url']}/predict/iris"
+        warm(url, IRIS)
+        for c in args.connections:
+            log(f"ceiling c={c}")
+            single[f"ceiling c{c}"] = wrk(url, IRIS, c, args.seconds)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def prediction_log_cost(metrics: str) -> dict[str, float]:
+    """Request-path cost of logging (enqueue) comes from a micro-benchmark; the writer's
+    throughput from the service's own counters is not timed, so time it here too."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from datetime import UTC as _UTC
+    from datetime import datetime as _dt
+
+    from prediction_service.metrics import Metrics
+    from prediction_service.storage.db import make_engine, migrate
+    from prediction_service.storage.prediction_log import PredictionLog
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    engine = make_engine(f"sqlite:///{tmp / 'log.db'}")
+    migrate(engine)
+    log_ = PredictionLog(engine, Metrics())
+    row = {
+        "id": "", "created_at": _dt.now(_UTC), "model": "iris", "version": "1", "features": IRIS,
+        "prediction": "setosa", "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
+        "latency_ms": 0.05, "request_id": None, "status": "ok",
+    }  # fmt: skip
+    n = 50_000
+    rows = [{**row, "id": f"{i:032x}"} for i in range(n)]
+    started = time.perf_counter()
+    for r in rows:
+        log_.record(r)
+    enqueue_us = (time.perf_counter() - started) / n * 1e6
+    started = time.perf_counter()
+    log_.start()
+    log_.close()
+    write_us = (time.perf_counter() - started) / n * 1e6
+    shutil.rmtree(tmp, ignore_errors=True)
+    written = re.search(r"^prediction_log_written_total ([\d.e+]+)", metrics, re.M)
+    return {
+        "enqueue_us_per_row": round(enqueue_us, 2),
+        "writer_us_per_row": round(write_us, 2),
+        "rows_written_during_bench": float(written.group(1)) if written else 0.0,
+    }
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "n/a"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s = r["single"]
+    lines = [
+        f"Measured {r['when']} on {r['machine']['cpus']} cores, Python {r['machine']['python']}; "
+        f"wrk, 1 thread, {r['duration_s']} s per point, single-row requests over loopback. "
+        "Ours runs with prediction logging and metrics on.",
+        "",
+        "| endpoint | conc. | req/s | p50 ms | p99 ms | vs mlflow serve | vs ceiling |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, v in s.items():
+        server_name, *rest = key.split()
+        conc = key.rsplit("c", 1)[1]
+        model = rest[0] if len(rest) == 2 else "iris"
+        vs_mlflow = (
+            ratio(v["rps"], s[f"mlflow {model} c{conc}"]["rps"]) if server_name == "api" else ""
+        )
+        vs_ceiling = (
+            f"{v['rps'] / s[f'ceiling c{conc}']['rps']:.0%}" if server_name == "api" else ""
+        )
+        name = {"api": "ours", "mlflow": "mlflow models serve", "ceiling": "constant reply"}[
+            server_name
+        ]
+        label = f"{name} {model}" if server_name != "ceiling" else name
+        lines.append(
+            f"| {label} | {conc} | {v['rps']:,.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} "
+            f"| {vs_mlflow} | {vs_ceiling} |"
+        )
+    b = r["batch_rows_per_s"]
+    lines += [
+        "",
+        "| housing batch | ours rows/s | mlflow serve rows/s | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for n in (1000, 10000):
+        lines.append(
+            f"| {n:,} rows | {b[f'api {n}']:,} | {b[f'mlflow {n}']:,} | {ratio(b[f'api {n}'], b[f'mlflow {n}'])} |"
+        )
+    cs, rss = r["cold_start_s"], r["rss_mb"]
+    lw = r["log_write"]
+    lines += [
+        "",
+        "| | ours | mlflow serve (iris) | mlflow serve (housing) |",
+        "| --- | --- | --- | --- |",
+        f"| cold start to ready (s) | {cs['api']} (both models) | {cs['mlflow iris']} | {cs['mlflow housing']} |",
+        f"| resident memory after warm-up (MB) | {rss['api']} (both models) | {rss['mlflow iris']} | {rss['mlflow housing']} |",
+        "",
+        f"Prediction log: {lw['enqueue_us_per_row']} µs per row on the request path (enqueue); "
+        f"{lw['writer_us_per_row']} µs per row in the background writer (SQLite, batches of 500). "
+        f"Training: housing {r['training_s']['housing']} s, iris {r['training_s']['iris']} s "
+        "(all candidates, 5-fold CV, logging and registration included).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}{end}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch-calls", type=int, default=5, help="timed calls per batch size")
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 2
+    result = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (RESULTS / "latest.md").write_text(table)
+    if not args.no_readme:
+        update_readme(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
