@@ -93,7 +93,7 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{json.dumps(body)}]]\n"
+        f"wrk.body = [==[{json.dumps(body)}]==]\n"  # level-2 brackets: bodies contain ]]
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -108,6 +108,8 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} non-2xx replies; the numbers would lie")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": latency("50"),

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from prediction_service.errors import SpecError
+from prediction_service.errors import InvalidInputError, SpecError
 
 Task = Literal["regression", "classification"]
 
@@ -146,6 +146,19 @@ def _check_metric(field: str, metric: str, task: Task) -> None:
     allowed = [m for m, (t, _) in METRICS.items() if t == task]
     if metric not in allowed:
         raise ValueError(f"{field}: {metric!r} is not a {task} metric; use one of {allowed}")
+
+
+def select_candidates(spec: ModelSpec, names: tuple[str, ...] | None) -> list[CandidateSpec]:
+    if not names:
+        return list(spec.candidates)
+    known = {c.name: c for c in spec.candidates}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown candidates for {spec.name}: {', '.join(unknown)}; "
+            f"the spec has: {', '.join(known)}"
+        )
+    return [known[n] for n in dict.fromkeys(names)]
 
 
 def load_spec(path: Path) -> ModelSpec:

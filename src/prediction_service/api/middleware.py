@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +17,7 @@ class HTTPMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,8 +41,13 @@ class HTTPMetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             if path not in UNCOUNTED:
-                method = scope["method"]
-                self.metrics.http_requests.labels(path, method, str(status)).inc()
-                self.metrics.http_latency.labels(path, method).observe(
-                    time.perf_counter() - started
-                )
+                key = (path, scope["method"], str(status))
+                children = self._children.get(key)
+                if children is None:  # labels() is slow; route x method x status is small
+                    children = (
+                        self.metrics.http_requests.labels(*key),
+                        self.metrics.http_latency.labels(*key[:2]),
+                    )
+                    self._children[key] = children
+                children[0].inc()
+                children[1].observe(time.perf_counter() - started)

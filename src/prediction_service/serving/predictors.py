@@ -9,6 +9,8 @@ checks it against the estimator on sample rows and falls back to the estimator o
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -59,20 +61,80 @@ def _linear(final: Any, task: str) -> PredictFn | None:
     return None
 
 
+class _LightGBMSingleRow:
+    """LightGBM's C fast path for one row (LGBM_BoosterPredictForMatSingleRowFast).
+
+    ``Booster.predict`` re-validates and re-configures on every call; the fast-config
+    handle does that once. Measured on one housing row: 131 us against 238 us for
+    ``booster.predict(num_threads=1)`` and 1.4 ms for the scikit-learn wrapper. The handle
+    owns one output buffer, so calls are serialised by a lock (uncontended: on the event loop).
+    """
+
+    def __init__(self, booster: Any, n_features: int, n_outputs: int) -> None:
+        import ctypes
+
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._ctypes = ctypes
+        self._lib = _LIB
+        self._handle = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(0),  # C_API_PREDICT_NORMAL
+                ctypes.c_int(0),  # start iteration
+                ctypes.c_int(-1),  # every iteration
+                ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
+                ctypes.c_int32(n_features),
+                _c_str("num_threads=1"),
+                ctypes.byref(self._handle),
+            )
+        )
+        self._booster = booster  # keeps the model alive as long as the handle
+        self._out = np.zeros(n_outputs, dtype=np.float64)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64()
+        self._lock = threading.Lock()
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._handle)
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        with self._lock:
+            code = self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                self._handle,
+                row.ctypes.data_as(self._ctypes.c_void_p),
+                self._ctypes.byref(self._out_len),
+                self._out_ptr,
+            )
+            if code != 0:
+                raise RuntimeError("LightGBM single-row prediction failed")
+            return self._out.copy()
+
+
+# Below this many rows, OpenMP threads cost more than they save (measured: 1 row takes
+# 211 us on one thread, 739 us on two when the other core is busy).
+_THREADED_ROWS = 256
+
+
 def _lightgbm(final: Any, task: str) -> PredictFn | None:
     booster = getattr(final, "booster_", None)
     if booster is None:
         return None
-    if task == "regression":
-        return lambda X: np.asarray(booster.predict(X))
-    if len(final.classes_) == 2:
+    n_features = booster.num_feature()
+    binary = task == "classification" and len(final.classes_) == 2
+    n_outputs = 1 if task == "regression" or binary else len(final.classes_)
+    single = _LightGBMSingleRow(booster, n_features, n_outputs)
 
-        def binary(X: np.ndarray) -> np.ndarray:
-            p = np.asarray(booster.predict(X))
-            return np.column_stack([1.0 - p, p])
+    def raw(X: np.ndarray) -> np.ndarray:
+        if X.shape[0] == 1:
+            out = single(X[0])
+            return out if n_outputs == 1 else out.reshape(1, -1)
+        threads = 1 if X.shape[0] < _THREADED_ROWS else 0  # 0: LightGBM's default
+        return np.asarray(booster.predict(X, num_threads=threads))
 
-        return binary
-    return lambda X: np.asarray(booster.predict(X))
+    if binary:
+        return lambda X: np.column_stack([1.0 - (p := raw(X)), p])
+    return raw
 
 
 def _direct(model: Any, task: str) -> PredictFn | None:

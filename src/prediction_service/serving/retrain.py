@@ -19,8 +19,8 @@ from prediction_service.errors import ConflictError, InvalidInputError, NotFound
 from prediction_service.metrics import Metrics
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.settings import Settings
+from prediction_service.specs import select_candidates
 from prediction_service.storage.jobs import JobStore
-from prediction_service.training.pipeline import select_candidates
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,10 @@ class RetrainRunner:
             if code in (0, 3) and result_file.exists():
                 outcome = json.loads(result_file.read_text())[0]
                 status = "succeeded"
+                if outcome["promoted"]:
+                    # Serve the new champion now, not at the next poll, and before the job
+                    # says it succeeded: a client that saw "succeeded" gets the new version.
+                    await run_in_threadpool(self.lifecycle.sync, model)
             else:
                 error = f"training exited with code {code}; see log_tail"
         except asyncio.CancelledError:
@@ -150,9 +154,6 @@ class RetrainRunner:
                     metrics=outcome["metrics"],
                 )
             await asyncio.shield(run_in_threadpool(self.jobs.update, job_id, **values))
-        if outcome and outcome["promoted"]:
-            # Serve the new champion now rather than at the next poll.
-            await run_in_threadpool(self.lifecycle.sync, model)
 
     async def shutdown(self) -> None:
         for proc in list(self._procs.values()):

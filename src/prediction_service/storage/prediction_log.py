@@ -14,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+import orjson
+from sqlalchemy import Engine, select, update
 
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord
@@ -22,6 +23,10 @@ from prediction_service.storage.db import PredictionRecord
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_INSERT_COLUMNS = (
+    "id", "created_at", "model", "version", "features", "prediction",
+    "probabilities", "latency_ms", "request_id", "status",
+)  # fmt: skip
 
 
 class PredictionLog:
@@ -40,6 +45,15 @@ class PredictionLog:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._last_error_log = 0.0
+        # The writer holds the GIL while it works, and every microsecond of it delays
+        # requests: rows go to the driver directly, JSON encoded by orjson (measured 29 us a
+        # row through SQLAlchemy's JSON bind processing).
+        self._sqlite = engine.dialect.name == "sqlite"
+        mark = "?" if self._sqlite else "%s"
+        self._insert_sql = (
+            f"INSERT INTO predictions ({', '.join(_INSERT_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
+        )
 
     # -- request path ------------------------------------------------------------------
     def record(self, row: dict[str, Any]) -> None:
@@ -62,6 +76,24 @@ class PredictionLog:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
         return not self._queue.unfinished_tasks
+
+    def _params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        created = row["created_at"]
+        if self._sqlite:  # the text form SQLAlchemy's SQLite DateTime reads back
+            created = created.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        probabilities = row.get("probabilities")
+        return (
+            row["id"],
+            created,
+            row["model"],
+            row["version"],
+            orjson.dumps(row["features"]).decode(),
+            orjson.dumps(row["prediction"]).decode(),
+            None if probabilities is None else orjson.dumps(probabilities).decode(),
+            row["latency_ms"],
+            row.get("request_id"),
+            row["status"],
+        )
 
     @property
     def queue_depth(self) -> int:
@@ -124,7 +156,7 @@ class PredictionLog:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(PredictionRecord), batch)
+                conn.exec_driver_sql(self._insert_sql, [self._params(r) for r in batch])
             self.metrics.log_written.inc(len(batch))
         except Exception as exc:  # noqa: BLE001 - a DB failure must never reach requests
             self.metrics.log_write_failures.inc(len(batch))

@@ -16,7 +16,6 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
-from prediction_service.errors import InvalidInputError
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
@@ -25,7 +24,7 @@ from prediction_service.registry.store import (
     TEST_SPLIT_FILE,
 )
 from prediction_service.settings import Settings
-from prediction_service.specs import METRICS, CandidateSpec, ModelSpec
+from prediction_service.specs import METRICS, ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator, is_lightgbm
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
@@ -98,19 +97,6 @@ class TrainingResult:
             + ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.test_metrics.items()))
             + f"\ntrained in {self.seconds:.1f}s, MLflow run {self.run_id}"
         )
-
-
-def select_candidates(spec: ModelSpec, names: tuple[str, ...] | None) -> list[CandidateSpec]:
-    if not names:
-        return list(spec.candidates)
-    known = {c.name: c for c in spec.candidates}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise InvalidInputError(
-            f"unknown candidates for {spec.name}: {', '.join(unknown)}; "
-            f"the spec has: {', '.join(known)}"
-        )
-    return [known[n] for n in dict.fromkeys(names)]
 
 
 def run_training(

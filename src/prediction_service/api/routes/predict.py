@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import ServiceDep, StoreDep
@@ -35,33 +36,29 @@ async def _check_batch_size(request: Request, service: ServiceDep) -> None:
         service.check_batch_size(len(records))
 
 
-def _single(result: dict[str, Any]) -> dict[str, Any]:
-    item = result.pop("items")[0]
-    return {
-        "model": result["model"],
-        "registered_name": result["registered_name"],
-        "version": result["version"],
-        **item,
-        "latency_ms": result["latency_ms"],
-    }
-
-
-def _add_model_routes(router: APIRouter, spec: ModelSpec, home: Path, max_batch: int) -> None:
+def _add_model_routes(
+    router: APIRouter, spec: ModelSpec, home: Path, max_batch: int
+) -> type[BaseModel]:
     name = spec.name
     record_cls = record_model(spec, example_row(spec, home))
     batch_cls = batch_model(spec, record_cls, max_batch)
 
-    async def predict_one(record: record_cls, request: Request, service: ServiceDep) -> Any:  # type: ignore[valid-type]
-        # One row costs tens of microseconds: inline beats a thread-pool hop.
-        result = service.predict(
-            name, [record.__dict__], request.headers.get("x-request-id"), "single"  # type: ignore[attr-defined]
+    async def predict_one(record: record_cls, request: Request) -> Any:  # type: ignore[valid-type]
+        # One row costs tens of microseconds: inline beats a thread-pool hop. The service is
+        # read from app.state directly: a dependency costs more than the prediction.
+        result = request.app.state.service.predict_one(
+            name, record.__dict__, request.headers.get("x-request-id")  # type: ignore[attr-defined]
         )
-        return JSONResponse(_single(result))
+        return JSONResponse(result)
 
-    async def predict_batch(batch: batch_cls, request: Request, service: ServiceDep) -> Any:  # type: ignore[valid-type]
+    async def predict_batch(batch: batch_cls, request: Request) -> Any:  # type: ignore[valid-type]
         records = [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
         result = await run_in_threadpool(
-            service.predict, name, records, request.headers.get("x-request-id"), "batch"
+            request.app.state.service.predict,
+            name,
+            records,
+            request.headers.get("x-request-id"),
+            "batch",
         )
         result["count"] = len(result["items"])
         result["predictions"] = result.pop("items")
@@ -89,19 +86,24 @@ def _add_model_routes(router: APIRouter, spec: ModelSpec, home: Path, max_batch:
         dependencies=[Depends(_check_batch_size)],
         operation_id=f"predict_{name}_batch",
     )
+    return record_cls
 
 
-def build_router(specs: dict[str, ModelSpec], home: Path, max_batch: int) -> APIRouter:
+def build_router(
+    specs: dict[str, ModelSpec], home: Path, max_batch: int
+) -> tuple[APIRouter, dict[str, type[BaseModel]]]:
+    """The prediction routes, and each model's record class (for the fast path)."""
     router = APIRouter(prefix="/predict", tags=["predict"])
-    for spec in specs.values():
-        _add_model_routes(router, spec, home, max_batch)
+    records = {
+        name: _add_model_routes(router, spec, home, max_batch) for name, spec in specs.items()
+    }
 
     @router.post("/{model}", include_in_schema=False)
     @router.post("/{model}/batch", include_in_schema=False)
     async def unknown_model(model: str, store: StoreDep) -> None:
         store.spec(model)  # raises 404 naming the known models
 
-    return router
+    return router, records
 
 
 __all__ = ["build_router"]
