@@ -58,7 +58,11 @@ async def _validation(request: Request, exc: RequestValidationError) -> Response
         for e in exc.errors()
     ]
     for e, raw in zip(errors, exc.errors()):
-        if "input" in raw and raw["type"] != "missing":
+        if raw["type"] == "json_invalid":  # its loc holds a character offset, not a field
+            where = raw["loc"][-1] if raw["loc"] else 0
+            detail = (raw.get("ctx") or {}).get("error", "")
+            e.update(field="body", message=f"JSON decode error at character {where}: {detail}")
+        elif "input" in raw and raw["type"] != "missing":
             e["input"] = _safe(raw["input"])
     _count_prediction_error(request, "invalid_input")
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
