@@ -239,7 +239,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def prediction_log_cost(metrics: str) -> dict[str, float]:
     """Request-path cost of logging (enqueue) comes from a micro-benchmark; the writer's
     throughput from the service's own counters is not timed, so time it here too."""
-    sys.path.insert(0, str(ROOT / "src"))
     from datetime import UTC as _UTC
     from datetime import datetime as _dt
 

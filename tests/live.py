@@ -24,13 +24,8 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {
-        "PREDICT_HOME": str(settings.home),
-        "PREDICT_SPECS_DIR": str(settings.specs_path),
-        "PREDICT_TRACKING_URI": settings.effective_tracking_uri,
-        "PREDICT_ARTIFACT_ROOT": str(settings.artifact_path),
-        "PREDICT_DATABASE_URL": settings.effective_database_url,
-    }
+    """What a server process needs to see the same stores: the child environment plus the log."""
+    return {**settings.child_env(), "PREDICT_DATABASE_URL": settings.effective_database_url}
 
 
 class LiveServer:

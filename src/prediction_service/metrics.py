@@ -9,7 +9,6 @@ per-worker values combine.
 from __future__ import annotations
 
 import os
-import time
 
 import psutil
 from prometheus_client import (
@@ -231,7 +230,6 @@ class Metrics:
         )
         self.workers = gauge("service_workers", "Worker processes serving.", [], "livesum")
         self.workers.set(1)
-        self.started = time.time()
 
     def model_served(self, model: str, version: str, previous: str | None) -> None:
         if previous is not None and previous != version:

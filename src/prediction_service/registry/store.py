@@ -34,6 +34,11 @@ class ModelVersionInfo:
     params: dict[str, str] = field(default_factory=dict)
     run_tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def evaluation_metrics(self) -> dict[str, float]:
+        """The run's test and cross-validation metrics, sorted by name."""
+        return {k: v for k, v in sorted(self.metrics.items()) if k.startswith(("test_", "cv_"))}
+
 
 class Registry:
     """A thin, typed face over one MLflow tracking + registry URI."""

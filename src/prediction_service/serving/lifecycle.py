@@ -20,9 +20,7 @@ def _version_summary(info: ModelVersionInfo) -> dict[str, Any]:
         "aliases": sorted(info.aliases),
         "run_id": info.run_id,
         "created_at_ms": info.created_at_ms,
-        "metrics": {
-            k: v for k, v in sorted(info.metrics.items()) if k.startswith(("test_", "cv_"))
-        },
+        "metrics": info.evaluation_metrics,
         "candidate": info.params.get("candidate"),
         "gate": {
             "decision": info.tags.get("gate_decision"),

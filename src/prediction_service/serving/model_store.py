@@ -108,10 +108,6 @@ class ModelStore:
     def error(self, name: str) -> str | None:
         return self._errors.get(name)
 
-    @property
-    def ready(self) -> bool:
-        return all(name in self._models for name in self.specs)
-
     def load_version(self, name: str, version: str) -> ServedModel:
         """Load and warm one version without serving it."""
         spec = self.spec(name)
@@ -179,11 +175,3 @@ class ModelStore:
             raise
         self.serve(model)
         return model
-
-    def load_all(self) -> None:
-        """Load every champion; a model that fails is reported and the others still serve."""
-        for name in self.specs:
-            try:
-                self.load_champion(name)
-            except Exception:
-                log.exception("could not load model %s; its routes answer 503", name)

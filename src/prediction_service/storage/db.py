@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,13 @@ class TrafficRecord(Base):
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     challenger_percent: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def utc_iso(value: Any) -> Any:
+    """A stored time as ISO 8601 in UTC; SQLite hands datetimes back naive (all are UTC)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
 
 
 def _json(value: Any) -> str:

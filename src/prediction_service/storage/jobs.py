@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from prediction_service.storage.db import RetrainJobRecord, TrafficRecord
+from prediction_service.storage.db import RetrainJobRecord, TrafficRecord, utc_iso
 
 ACTIVE = ("queued", "running")
 JOB_COLUMNS = (
@@ -16,15 +16,9 @@ JOB_COLUMNS = (
 )  # fmt: skip
 
 
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-    return value
-
-
 def _job(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
-    return {k: _utc(data[k]) for k in JOB_COLUMNS}
+    return {k: utc_iso(data[k]) for k in JOB_COLUMNS}
 
 
 class JobStore:

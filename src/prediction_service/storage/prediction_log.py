@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Engine, select, update
 
 from prediction_service.metrics import Metrics
-from prediction_service.storage.db import PredictionRecord
+from prediction_service.storage.db import PredictionRecord, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,4 @@ PUBLIC_COLUMNS = (
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: row[k] for k in PUBLIC_COLUMNS}
-    created = out["created_at"]
-    if isinstance(created, datetime):
-        # SQLite hands back naive datetimes; every stored time is UTC.
-        out["created_at"] = (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
-    return out
+    return {k: utc_iso(row[k]) for k in PUBLIC_COLUMNS}

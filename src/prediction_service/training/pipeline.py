@@ -24,7 +24,7 @@ from prediction_service.registry.store import (
     TEST_SPLIT_FILE,
 )
 from prediction_service.settings import Settings
-from prediction_service.specs import METRICS, ModelSpec, select_candidates
+from prediction_service.specs import ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator, is_lightgbm
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
@@ -275,6 +275,3 @@ def _git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-__all__ = ["METRICS", "TrainOptions", "TrainingResult", "run_training", "select_candidates"]

@@ -44,7 +44,7 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         version=model.version,
         aliases=info.aliases,
         run_id=info.run_id,
-        metrics={k: v for k, v in sorted(info.metrics.items()) if k.startswith(("test_", "cv_"))},
+        metrics=info.evaluation_metrics,
         params=info.params,
         dataset_digest=info.run_tags.get("data_digest"),
         spec_digest=info.run_tags.get("spec_digest"),

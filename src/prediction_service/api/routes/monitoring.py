@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.serving.monitoring import Monitor
+from prediction_service.api.deps import MonitorDep
 
 router = APIRouter(tags=["monitoring"])
 
@@ -22,17 +22,11 @@ class FeedbackIn(BaseModel):
     )
 
 
-def _monitor(request: Request) -> Monitor:
-    return request.app.state.monitor
-
-
 @router.post("/feedback", summary="Record the true value of a logged prediction")
-async def feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(
-        _monitor(request).record_feedback, body.prediction_id, body.actual
-    )
+async def feedback(body: FeedbackIn, monitor: MonitorDep) -> dict[str, Any]:
+    return await run_in_threadpool(monitor.record_feedback, body.prediction_id, body.actual)
 
 
 @router.get("/drift/{model}", summary="Per-feature drift of recent traffic vs the training data")
-async def drift(model: str, request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(_monitor(request).drift, model)
+async def drift(model: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await run_in_threadpool(monitor.drift, model)
