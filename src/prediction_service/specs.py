@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,7 +125,7 @@ class ModelSpec(_Strict):
                 raise ValueError("target.classes: needs at least two classes")
         return self
 
-    @property
+    @cached_property  # read on every prediction: built once
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 

@@ -77,8 +77,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(every(settings.reload_interval_s, state.lifecycle.sync_all)),
         asyncio.create_task(every(settings.drift_interval_s, state.monitor.check_all)),
-        asyncio.create_task(every(5.0, state.metrics.sample_process)),
     ]
+    if state.metrics.multiprocess:
+        # A scrape samples only the worker it reaches; the others must sample themselves.
+        tasks.append(asyncio.create_task(every(5.0, state.metrics.sample_process)))
     try:
         yield
     finally:

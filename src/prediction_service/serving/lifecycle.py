@@ -76,11 +76,12 @@ class ModelLifecycle:
     # -- admin actions ---------------------------------------------------------------
     def _load(self, name: str, version: str) -> ServedModel:
         spec = self.store.spec(name)
-        if self.registry.find_version(spec.registered_name, version) is None:
-            raise NotFoundError(f"{spec.registered_name} has no version {version}")
         try:
             return self.store.load_version(name, version)
         except Exception as exc:
+            # Only now ask why: a missing version is 404, anything else cannot be served.
+            if self.registry.find_version(spec.registered_name, version) is None:
+                raise NotFoundError(f"{spec.registered_name} has no version {version}") from exc
             raise InvalidInputError(
                 f"{spec.registered_name} version {version} cannot be loaded: {exc}"
             ) from exc

@@ -45,9 +45,10 @@ class PredictionLog:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._last_error_log = 0.0
-        # The writer holds the GIL while it works, and every microsecond of it delays
-        # requests: rows go to the driver directly, JSON encoded by orjson (measured 29 us a
-        # row through SQLAlchemy's JSON bind processing).
+        # The writer shares the GIL with requests, so its cost matters: rows go to the
+        # driver with values encoded by orjson, 19.6 us a row against 28.2 us through
+        # SQLAlchemy's insert() with JSON bind processing (bench.run.prediction_log_cost,
+        # same machine, same run).
         self._sqlite = engine.dialect.name == "sqlite"
         mark = "?" if self._sqlite else "%s"
         self._insert_sql = (
@@ -57,10 +58,7 @@ class PredictionLog:
 
     # -- request path ------------------------------------------------------------------
     def record(self, row: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self.metrics.log_dropped.inc()
+        self.record_many([row])
 
     def record_many(self, rows: list[dict[str, Any]]) -> None:
         for i, row in enumerate(rows):
