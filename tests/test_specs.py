@@ -74,6 +74,11 @@ _DELETE = object()
         ({"target.classes": _DELETE}, "target.classes", "class names"),
         ({"split.test_size": 1.5}, "split.test_size", "less than 1"),
         ({"surprise": 1}, "surprise", "Extra inputs"),
+        (
+            {"monitoring": {"live_quality": {"rmse": {"max": 1.0}}}},
+            "monitoring.live_quality.rmse",
+            "measures ['accuracy']",
+        ),
     ],
 )
 def test_malformed_spec_names_file_and_field(

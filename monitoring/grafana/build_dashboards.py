@@ -246,14 +246,23 @@ def model_detail() -> Board:
     )  # fmt: skip
 
     b.row("Live quality (from feedback)")
-    b.panel("Live quality by version", [(f"model_live_quality{{{m}}}", "{{metric}} v{{version}}")], width=12)
+    b.panel(
+        "Live quality by version",
+        [(f"model_live_quality{{{m}}}", "{{metric}} v{{version}}"),
+         (f"max by (metric, bound) (model_live_quality_threshold{{{m}}})", "{{metric}} {{bound}} (spec)")],
+        width=12,
+    )  # fmt: skip
     b.panel("Feedback received", [(f"sum by (version) (rate(feedback_total{{{m}}}[{RATE}]))", "v{{version}}")],
             unit="short", width=12)  # fmt: skip
 
     b.row("Drift (recent traffic vs training data)")
     b.panel("Feature PSI", [(f"max by (feature) (feature_drift_psi{{{m}}})", "{{feature}}")], width=8,
             thresholds=[(None, "green"), (0.1, "orange"), (0.2, "red")])  # fmt: skip
-    b.panel("Feature KS p-value", [(f"min by (feature) (feature_drift_ks_pvalue{{{m}}})", "{{feature}}")], width=8)
+    b.panel(
+        "Feature KS p-value",
+        [(f"min by (feature) (feature_drift_ks_pvalue{{{m}}})", "{{feature}}")],
+        width=8,
+    )
     b.panel(
         "Drifted features and prediction drift",
         [(f"sum(feature_drift_detected{{{m}}})", "drifted features"),

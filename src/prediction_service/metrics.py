@@ -168,6 +168,12 @@ class Metrics:
             ["model", "version", "metric"],
             "mostrecent",
         )
+        self.live_quality_threshold = gauge(
+            "model_live_quality_threshold",
+            "The spec's bound on live quality (bound: min or max), for the LiveQualityLow alert.",
+            ["model", "metric", "bound"],
+            "max",
+        )
         self.drift_psi = gauge(
             "feature_drift_psi",
             "Population stability index of a feature, recent traffic vs training data.",

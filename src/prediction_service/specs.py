@@ -81,6 +81,19 @@ class GateSpec(_Strict):
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 
+# What live quality (from feedback) measures, by task.
+LIVE_METRICS: dict[str, Task] = {
+    "accuracy": "classification",
+    "mae": "regression",
+    "rmse": "regression",
+}
+
+
+class MonitoringSpec(_Strict):
+    # Bounds on live quality; the LiveQualityLow alert reads them from a gauge.
+    live_quality: dict[str, Threshold] = Field(default_factory=dict)
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -93,6 +106,7 @@ class ModelSpec(_Strict):
     selection_metric: str
     candidates: list[CandidateSpec] = Field(min_length=1)
     quality_gate: GateSpec = GateSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     source: Path | None = Field(default=None, exclude=True)
     digest: str = Field(default="", exclude=True)
 
@@ -105,6 +119,13 @@ class ModelSpec(_Strict):
         _check_metric("selection_metric", self.selection_metric, self.task)
         for metric in self.quality_gate.thresholds:
             _check_metric(f"quality_gate.thresholds.{metric}", metric, self.task)
+        live = [m for m, task in LIVE_METRICS.items() if task == self.task]
+        for metric in self.monitoring.live_quality:
+            if metric not in live:
+                raise ValueError(
+                    f"monitoring.live_quality.{metric}: live quality of a {self.task} model "
+                    f"measures {live}"
+                )
         for i, cand in enumerate(self.candidates):
             entry = ESTIMATORS.get(cand.estimator)
             if entry is None:

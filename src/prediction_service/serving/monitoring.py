@@ -43,6 +43,11 @@ class Monitor:
         self.log = log
         self.metrics = metrics
         self.settings = settings
+        for name, spec in store.specs.items():
+            for metric, bound in spec.monitoring.live_quality.items():
+                for side, value in (("min", bound.min), ("max", bound.max)):
+                    if value is not None:
+                        metrics.live_quality_threshold.labels(name, metric, side).set(value)
 
     # -- feedback --------------------------------------------------------------------
     def record_feedback(self, prediction_id: str, actual: Any) -> dict[str, Any]:
