@@ -8,15 +8,20 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-# LightGBM links the system OpenMP runtime; training at build time needs it too.
+# LightGBM links the system OpenMP runtime; training at build time needs it too. gcc builds
+# the package's native forest kernel (src/prediction_service/serving/_forest.c); it stays in
+# this stage. libc6-dev must match the libc6 the base image gets from the same update, and
+# Debian keeps only the newest security release, so it cannot be pinned.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+    && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 gcc=4:12.2.0-3 \
+       libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 WORKDIR /app
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir --no-deps /app
 COPY config ./config

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, inspect, select
@@ -13,7 +12,7 @@ from sqlalchemy import Engine, func, inspect, select
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, make_engine, migrate
 from prediction_service.storage.jobs import JobStore, TrafficStore
-from prediction_service.storage.prediction_log import PredictionLog
+from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,19 +30,22 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng.dispose()
 
 
-def row(i: int, model: str = "iris", version: str = "1") -> dict[str, Any]:
-    return {
-        "id": f"{i:032x}",
-        "created_at": datetime.now(UTC),
-        "model": model,
-        "version": version,
-        "features": {"a": float(i)},
-        "prediction": "setosa" if model == "iris" else float(i),
-        "probabilities": {"setosa": 0.9} if model == "iris" else None,
-        "latency_ms": 0.1,
-        "request_id": None,
-        "status": "ok",
-    }
+def rows(ids: range | list[int], model: str = "iris", version: str = "1") -> LogBatch:
+    """A request's worth of predictions, one per id; iris rows carry probabilities."""
+    iris = model == "iris"
+    return LogBatch(
+        model=model,
+        version=version,
+        created_at=datetime.now(UTC),
+        request_id=None,
+        latency_ms=0.1,
+        feature_names=("a",),
+        ids=[f"{i:032x}" for i in ids],
+        features=[[float(i)] for i in ids],
+        predictions=["setosa" if iris else float(i) for i in ids],
+        probabilities=[[0.9, 0.1] for _ in ids] if iris else None,
+        classes=("setosa", "versicolor") if iris else None,
+    )
 
 
 def count(engine: Engine) -> int:
@@ -61,7 +63,8 @@ def test_every_queued_row_is_written_by_close(engine: Engine) -> None:
     metrics = Metrics()
     log = PredictionLog(engine, metrics, batch_size=100, flush_interval_s=0.05)
     log.start()
-    log.record_many([row(i) for i in range(1234)])
+    for start in range(0, 1234, 100):  # requests of up to 100 rows
+        log.record(rows(range(start, min(start + 100, 1234))))
     log.close()
     assert count(engine) == 1234
     assert metrics.log_written._value.get() == 1234
@@ -70,7 +73,8 @@ def test_every_queued_row_is_written_by_close(engine: Engine) -> None:
 def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:
     log = PredictionLog(engine, Metrics())
     log.start()
-    log.record_many([row(i, model="iris" if i % 2 else "housing") for i in range(10)])
+    for i in range(10):
+        log.record(rows([i], model="iris" if i % 2 else "housing"))
     log.close()
     page, cursor = log.history("iris", limit=3, before=None)
     assert [p["id"] for p in page] == [f"{i:032x}" for i in (9, 7, 5)]
@@ -82,12 +86,16 @@ def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:
 def test_ground_truth_is_stored_once(engine: Engine) -> None:
     log = PredictionLog(engine, Metrics())
     log.start()
-    log.record_many([row(1), row(2, model="housing", version="4")])
+    log.record(rows([1]))
+    log.record(rows([2], model="housing", version="4"))
     assert log.flush()
     assert log.set_actual(f"{1:032x}", "setosa") is True
     assert log.set_actual(f"{1:032x}", "virginica") is False
     assert log.set_actual(f"{2:032x}", 2.5) is True
-    assert log.find(f"{1:032x}")["actual"] == "setosa"  # type: ignore[index]
+    stored = log.find(f"{1:032x}")
+    assert stored is not None and stored["actual"] == "setosa"
+    assert stored["features"] == {"a": 1.0}
+    assert stored["probabilities"] == {"setosa": 0.9, "versicolor": 0.1}
     assert log.recent_feedback("iris", "1", 10) == [("setosa", "setosa")]
     assert log.recent_feedback("housing", "4", 10) == [(2.0, 2.5)]
     assert log.recent("housing", 5) == [({"a": 2.0}, 2.0)]
@@ -99,7 +107,7 @@ def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
     metrics = Metrics()
     log = PredictionLog(engine, metrics, batch_size=10)
     log.start()
-    log.record_many([row(i) for i in range(25)])
+    log.record(rows(range(25)))
     log.close()
     assert metrics.log_write_failures._value.get() == 25
     assert metrics.log_written._value.get() == 0
@@ -108,10 +116,11 @@ def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
 def test_the_queue_is_bounded(engine: Engine) -> None:
     metrics = Metrics()
     log = PredictionLog(engine, metrics, max_queue=10)  # writer not started: nothing drains
-    log.record_many([row(i) for i in range(25)])
-    log.record(row(99))
+    log.record(rows(range(8)))
+    log.record(rows(range(8, 11)))  # would make 11: dropped whole
+    log.record(rows([99, 100]))
     assert log.queue_depth == 10
-    assert metrics.log_dropped._value.get() == 16
+    assert metrics.log_dropped._value.get() == 3
 
 
 def test_jobs_and_traffic(engine: Engine) -> None:

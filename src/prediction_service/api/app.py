@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service import __version__
 from prediction_service.api import docs, errors
-from prediction_service.api.fastpath import FastPredictPath, Target
+from prediction_service.api.fastpath import BatchTarget, FastPredictPath, Target
 from prediction_service.api.middleware import HTTPMetricsMiddleware
 from prediction_service.api.responses import JSONResponse
 from prediction_service.api.routes import history, meta, models, monitoring, predict, retrain
@@ -136,10 +136,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(retrain.router)
     app.include_router(monitoring.router)
     routes = {getattr(r, "path", ""): r for r in predict_router.routes}
-    targets = {
-        f"/predict/{name}": Target(name, record, routes[f"/predict/{name}"])
-        for name, record in records.items()
-    }
+    targets: dict[str, Target | BatchTarget] = {}
+    for name, record in records.items():
+        one, batch = f"/predict/{name}", f"/predict/{name}/batch"
+        targets[one] = Target(name, record, routes[one])
+        targets[batch] = BatchTarget(name, specs[name], settings.max_batch_size, routes[batch])
     # Added first, so the metrics middleware (added last) wraps it and counts its requests.
     app.add_middleware(FastPredictPath, targets=targets)
     app.add_middleware(HTTPMetricsMiddleware, metrics=app.state.metrics)

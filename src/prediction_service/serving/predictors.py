@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from prediction_service.serving.forest import Forest
+
 log = logging.getLogger(__name__)
 
 # rows (n, features) float64 -> values (n,) for regressors, probabilities (n, classes) otherwise
@@ -124,8 +126,11 @@ def _lightgbm(final: Any, task: str) -> PredictFn | None:
     binary = task == "classification" and len(final.classes_) == 2
     n_outputs = 1 if task == "regression" or binary else len(final.classes_)
     single = _LightGBMSingleRow(booster, n_features, n_outputs)
+    forest = Forest.from_lightgbm(booster)
 
     def raw(X: np.ndarray) -> np.ndarray:
+        if forest is not None and not np.isnan(X).any():
+            return forest.predict(X)
         if X.shape[0] == 1:
             out = single(X[0])
             return out if n_outputs == 1 else out.reshape(1, -1)

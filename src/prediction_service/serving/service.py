@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from prediction_service.errors import BatchTooLargeError
-from prediction_service.metrics import Metrics
+from prediction_service.metrics import Metrics, observe_many
 from prediction_service.serving.model_store import ModelStore, ServedModel
-from prediction_service.storage.prediction_log import PredictionLog
+from prediction_service.storage.prediction_log import LogBatch, PredictionLog
+
+# Up to this many rows, outputs are shaped and counted in plain Python.
+_FEW_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -48,45 +51,48 @@ class PredictionService:
             )
 
     def predict(
-        self, name: str, records: list[dict[str, float]], request_id: str | None, kind: str
+        self, name: str, X: np.ndarray, request_id: str | None, kind: str
     ) -> dict[str, Any]:
-        """Predict ``records`` (already validated) with the served version of ``name``."""
+        """Predict the rows of ``X`` (already validated, in the spec's feature order)."""
         model = self.store.choose(name, request_id)
-        features = model.spec.feature_names
         started = time.perf_counter()
-        X = np.array([[rec[f] for f in features] for rec in records], dtype=float)
         try:
             out = model.predict(X)
         except Exception:
             self.metrics.prediction_errors.labels(name, "model_error").inc()
             raise
         elapsed = time.perf_counter() - started
+        n = len(X)
         inst = self._instruments_for(model)
-        inst.predictions.inc(len(records))
+        inst.predictions.inc(n)
         inst.latency[kind].observe(elapsed)
-        items = self._shape(model, out.tolist(), inst)
-        now = datetime.now(UTC)
+        prefix = self._id_prefix
+        ids = [f"{prefix}{i:016x}" for i in itertools.islice(self._ids, n)]
+        predictions, probabilities = self._outputs(model, out, inst)
+        if probabilities is None:
+            items = [{"prediction": p, "prediction_id": i} for p, i in zip(predictions, ids)]
+        else:
+            classes = model.classes or ()
+            items = [
+                {"prediction": p, "probabilities": dict(zip(classes, q)), "prediction_id": i}
+                for p, q, i in zip(predictions, probabilities, ids)
+            ]
         latency_ms = elapsed * 1000.0
-        per_row_ms = latency_ms / len(records)
-        prefix, ids = self._id_prefix, self._ids
-        rows = []
-        for rec, item in zip(records, items):
-            item["prediction_id"] = pid = f"{prefix}{next(ids):016x}"
-            rows.append(
-                {
-                    "id": pid,
-                    "created_at": now,
-                    "model": name,
-                    "version": model.version,
-                    "features": rec,
-                    "prediction": item["prediction"],
-                    "probabilities": item.get("probabilities"),
-                    "latency_ms": per_row_ms,
-                    "request_id": request_id,
-                    "status": "ok",
-                }
+        self.log.record(
+            LogBatch(
+                model=name,
+                version=model.version,
+                created_at=datetime.now(UTC),
+                request_id=request_id,
+                latency_ms=latency_ms / n,
+                feature_names=model.spec.feature_names,
+                ids=ids,
+                features=X.tolist(),
+                predictions=predictions,
+                probabilities=probabilities,
+                classes=model.classes,
             )
-        self.log.record_many(rows)
+        )
         return {
             "model": name,
             "registered_name": model.spec.registered_name,
@@ -95,11 +101,19 @@ class PredictionService:
             "latency_ms": latency_ms,
         }
 
+    def predict_batch(self, name: str, X: np.ndarray, request_id: str | None) -> dict[str, Any]:
+        """Rows of ``X``, shaped as the batch response."""
+        result = self.predict(name, X, request_id, "batch")
+        items = result.pop("items")
+        return {**result, "count": len(items), "predictions": items}
+
     def predict_one(
         self, name: str, record: dict[str, float], request_id: str | None
     ) -> dict[str, Any]:
         """One record, shaped as the single-prediction response."""
-        result = self.predict(name, [record], request_id, "single")
+        features = self.store.spec(name).feature_names
+        X = np.array([[record[f] for f in features]], dtype=np.float64)
+        result = self.predict(name, X, request_id, "single")
         return {
             "model": result["model"],
             "registered_name": result["registered_name"],
@@ -128,18 +142,35 @@ class PredictionService:
         return inst
 
     @staticmethod
-    def _shape(model: ServedModel, out: list[Any], inst: _Instruments) -> list[dict[str, Any]]:
-        """Plain-Python shaping: for a handful of numbers it beats numpy's per-call overhead."""
-        observe = inst.values.observe
+    def _outputs(
+        model: ServedModel, out: np.ndarray, inst: _Instruments
+    ) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities) as plain lists, and their metrics.
+
+        A few rows go through plain Python, which beats numpy's per-call overhead there;
+        batches are counted in one pass per metric.
+        """
+        small = len(out) <= _FEW_ROWS
         if model.classes is None:
-            for v in out:
-                observe(v)
-            return [{"prediction": v} for v in out]
-        classes = model.classes
-        items = []
-        for row in out:
-            best = max(range(len(row)), key=row.__getitem__)
-            observe(row[best])
-            inst.classes[classes[best]].inc()
-            items.append({"prediction": classes[best], "probabilities": dict(zip(classes, row))})
-        return items
+            values = out.tolist()
+            if small:
+                for v in values:
+                    inst.values.observe(v)
+            else:
+                observe_many(inst.values, out)
+            return values, None
+        classes, rows = model.classes, out.tolist()
+        if small:
+            predictions = []
+            for row in rows:
+                best = max(range(len(row)), key=row.__getitem__)
+                inst.values.observe(row[best])
+                inst.classes[classes[best]].inc()
+                predictions.append(classes[best])
+            return predictions, rows
+        best_index = out.argmax(axis=1)  # the first of equal maxima, as max() above
+        observe_many(inst.values, out[np.arange(len(out)), best_index])
+        for cls, count in zip(classes, np.bincount(best_index, minlength=len(classes)).tolist()):
+            if count:
+                inst.classes[cls].inc(count)
+        return [classes[b] for b in best_index.tolist()], rows

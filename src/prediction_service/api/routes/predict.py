@@ -7,6 +7,7 @@ classes as real objects in the endpoint signatures.
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -52,16 +53,14 @@ def _add_model_routes(
         return JSONResponse(result)
 
     async def predict_batch(batch: batch_cls, request: Request) -> Any:  # type: ignore[valid-type]
-        records = [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
-        result = await run_in_threadpool(
-            request.app.state.service.predict,
-            name,
-            records,
-            request.headers.get("x-request-id"),
-            "batch",
+        features = spec.feature_names
+        X = np.array(
+            [[r.__dict__[f] for f in features] for r in batch.records],  # type: ignore[attr-defined]
+            dtype=np.float64,
         )
-        result["count"] = len(result["items"])
-        result["predictions"] = result.pop("items")
+        result = await run_in_threadpool(
+            request.app.state.service.predict_batch, name, X, request.headers.get("x-request-id")
+        )
         return JSONResponse(result)
 
     what = "class and class probabilities" if spec.task == "classification" else "value"

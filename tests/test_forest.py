@@ -1,0 +1,89 @@
+"""The native forest kernel gives LightGBM's own answers, bit for bit, or is not used."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from prediction_service.metrics import Metrics, observe_many
+from prediction_service.serving import forest as forest_module
+from prediction_service.serving.forest import Forest
+from prediction_service.serving.predictors import make_predictor
+
+rng = np.random.default_rng(1)
+X = rng.normal(size=(3000, 6))
+y_reg = X[:, 0] * 2 - X[:, 1] ** 2 + np.sin(X[:, 2]) + rng.normal(0, 0.1, len(X))
+y_multi = np.digitize(X[:, 0] + X[:, 3], [-0.7, 0.7])
+y_bin = (X[:, 2] * X[:, 4] > 0).astype(int)
+
+
+def test_the_kernel_is_built() -> None:
+    # `pip install -e .` compiles it; without a C compiler every LightGBM test below would
+    # silently measure LightGBM against itself.
+    assert forest_module._kernel() is not None
+
+
+@pytest.mark.parametrize(
+    ("model", "y"),
+    [
+        (lgb.LGBMRegressor(n_estimators=60, num_leaves=31, verbose=-1), y_reg),
+        (lgb.LGBMRegressor(n_estimators=40, max_depth=4, num_leaves=15, verbose=-1), y_reg),
+        (lgb.LGBMClassifier(n_estimators=40, verbose=-1), y_bin),
+        (lgb.LGBMClassifier(n_estimators=30, verbose=-1), y_multi),
+    ],
+    ids=["regression", "regression-depth-4", "binary", "multiclass"],
+)
+def test_matches_lightgbm_exactly(model: lgb.LGBMModel, y: np.ndarray) -> None:
+    model.fit(X[:2000], y[:2000])
+    forest = Forest.from_lightgbm(model.booster_)
+    assert forest is not None
+    rows = X[2000:]  # 1,000 rows: split over threads; then one row; then a few
+    expected = model.booster_.predict(rows)
+    for part in (slice(None), slice(0, 1), slice(5, 12)):
+        got = forest.predict(rows[part])
+        np.testing.assert_allclose(got, expected[part], rtol=1e-12, atol=1e-15)
+    if isinstance(model, lgb.LGBMRegressor):  # same comparisons, same summation order
+        assert np.array_equal(forest.predict(rows), expected)
+
+
+def test_unsupported_models_are_refused() -> None:
+    cats = np.column_stack([rng.integers(0, 5, len(X)), X[:, 1:]])
+    model = lgb.LGBMRegressor(n_estimators=10, verbose=-1)
+    model.fit(cats, y_reg, categorical_feature=[0])
+    assert Forest.from_lightgbm(model.booster_) is None  # categorical splits
+    rf = lgb.LGBMRegressor(
+        boosting_type="rf", n_estimators=5, subsample=0.5, subsample_freq=1, verbose=-1
+    ).fit(X, y_reg)
+    assert Forest.from_lightgbm(rf.booster_) is None  # averaged, not summed
+
+
+def test_rows_with_nan_go_to_lightgbm() -> None:
+    train = X.copy()
+    train[::7, 0] = np.nan  # so splits learn where missing values go
+    model = lgb.LGBMRegressor(n_estimators=30, verbose=-1).fit(train, y_reg)
+    predict, kind = make_predictor(model, "regression", X[:10])
+    assert kind == "direct"
+    rows = X[:600].copy()
+    rows[3, 0] = np.nan
+    np.testing.assert_array_equal(predict(rows), model.booster_.predict(rows))
+
+
+def test_observe_many_equals_observe_one_by_one() -> None:
+    values = np.concatenate([rng.uniform(0, 6, 5000), [0.1, 0.25, 1000.0, 5e6, -3.0]])
+    one, many = Metrics(), Metrics()
+    for v in values.tolist():
+        one.prediction_value.labels("housing", "1").observe(v)
+    observe_many(many.prediction_value.labels("housing", "1"), values)
+
+    def samples(m: Metrics) -> dict[str, float]:
+        return {
+            f"{s.name}{sorted(s.labels.items())}": s.value
+            for metric in m.prediction_value.collect()
+            for s in metric.samples
+        }
+
+    a, b = samples(one), samples(many)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-12), key
