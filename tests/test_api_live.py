@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +58,34 @@ def test_batch_of_1000_housing_rows_in_order(live: LiveServer, trained: Trained)
     expected = native.predict(frame.drop(columns="MedHouseVal").to_numpy())
     np.testing.assert_allclose(got, expected, rtol=1e-9)
     assert len({p["prediction_id"] for p in body["predictions"]}) == 1000
+
+
+def test_serving_loads_no_scikit_learn_lightgbm_or_skops(trained: Trained, tmp_path: Path) -> None:
+    """The portable predictors are why start-up is fast and small: those imports alone cost
+    seconds and a hundred MB. A new dependency that brings them back fails here."""
+    settings, _ = trained
+    script = (
+        "import asyncio, sys\n"
+        "from prediction_service.api.app import create_app\n"
+        "app = create_app()\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        kinds = {n: app.state.store.get(n).predictor_kind for n in ('housing', 'iris')}\n"
+        "        heavy = sorted(m for m in ('sklearn', 'lightgbm', 'skops', 'scipy.stats')\n"
+        "                       if m in sys.modules)\n"
+        "        print(kinds, heavy)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {
+        **os.environ,
+        **settings.child_env(),
+        "PREDICT_DATABASE_URL": f"sqlite:///{tmp_path / 'log.db'}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "{'housing': 'portable', 'iris': 'portable'} []"
 
 
 def _bad(**changes: object) -> dict[str, object]:
@@ -171,6 +202,7 @@ def test_info_health_ready_models_metrics(live: LiveServer) -> None:
     assert info["version"] == "1" and info["aliases"] == ["champion"]
     assert info["metrics"]["test_rmse"] <= 0.45 and info["params"]["candidate"] == "lightgbm"
     assert len(info["dataset_digest"]) == 64 and info["run_id"] and info["trained_at"]
+    assert info["predictor"] == "portable"  # served from the arrays training stored
     assert [m["name"] for m in live.get("/models").json()] == ["housing", "iris"]
 
     before = live.metric("predictions_total", model="iris", version="1")

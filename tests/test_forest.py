@@ -58,15 +58,17 @@ def test_unsupported_models_are_refused() -> None:
     assert Forest.from_lightgbm(rf.booster_) is None  # averaged, not summed
 
 
-def test_rows_with_nan_go_to_lightgbm() -> None:
+def test_rows_with_nan_are_refused() -> None:
     train = X.copy()
-    train[::7, 0] = np.nan  # so splits learn where missing values go
+    train[::7, 0] = np.nan  # splits learn where missing values go: the kernel does not
     model = lgb.LGBMRegressor(n_estimators=30, verbose=-1).fit(train, y_reg)
     predict, kind = make_predictor(model, "regression", X[:10])
     assert kind == "direct"
     rows = X[:600].copy()
-    rows[3, 0] = np.nan
     np.testing.assert_array_equal(predict(rows), model.booster_.predict(rows))
+    rows[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        predict(rows)
 
 
 def test_observe_many_equals_observe_one_by_one() -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from prediction_service.serving.predictors import estimator_predict, make_predictor
+from prediction_service.serving.predictors import (
+    estimator_predict,
+    from_bundle,
+    make_predictor,
+    to_bundle,
+)
 from prediction_service.training.catalog import build_estimator
 
 rng = np.random.default_rng(0)
@@ -54,3 +60,40 @@ def test_a_wrong_fast_path_falls_back_to_the_estimator() -> None:
 
     Tampered.__name__ = "Ridge"
     assert make_predictor(Tampered(), "regression", X[:5])[1] == "estimator"
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params", "y", "task"),
+    [
+        ("ridge", {"alpha": 1.0}, y_reg, "regression"),
+        ("lightgbm_regressor", {"n_estimators": 30}, y_reg, "regression"),
+        ("logistic_regression", {}, y_multi, "classification"),
+        ("logistic_regression", {}, y_bin, "classification"),
+        ("lightgbm_classifier", {"n_estimators": 30}, y_bin, "classification"),
+    ],
+)
+def test_the_portable_form_survives_npz_without_pickle(
+    estimator: str, params: dict[str, Any], y: np.ndarray, task: str, tmp_path: Path
+) -> None:
+    model = build_estimator(estimator, params, seed=0).fit(X[:200], y[:200])
+    bundle = to_bundle(model, task, X[:20])
+    assert bundle is not None
+    np.savez(tmp_path / "p.npz", **bundle)  # type: ignore[arg-type]
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as data:
+        loaded = from_bundle({k: data[k] for k in data.files})
+    assert loaded is not None
+    predict, classes = loaded
+    np.testing.assert_allclose(predict(X[200:]), estimator_predict(model, task)(X[200:]), rtol=1e-9)
+    if task == "classification":
+        assert classes == tuple(str(c) for c in model.classes_)
+    else:
+        assert classes is None
+
+
+def test_a_bundle_that_does_not_reproduce_its_check_rows_is_refused() -> None:
+    model = build_estimator("ridge", {}, seed=0).fit(X, y_reg)
+    bundle = to_bundle(model, "regression", X[:20])
+    assert bundle is not None
+    assert from_bundle({**bundle, "coef": bundle["coef"] * 1.01}) is None
+    forest_model = build_estimator("random_forest_regressor", {"n_estimators": 3}, seed=0)
+    assert to_bundle(forest_model.fit(X, y_reg), "regression", X[:20]) is None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -21,6 +22,8 @@ CHALLENGER = "challenger"
 # Run artifacts written by training and read by serving.
 REFERENCE_FILE = "reference/reference_stats.json"
 TEST_SPLIT_FILE = "reference/test_split.json"
+# The served predictor's portable form (serving/predictors.py: to_bundle / from_bundle).
+PREDICTOR_FILE = "serving/predictor.npz"
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,14 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(run_id, artifact_file, tmp)
             return json.loads(Path(local).read_text())
+
+    def load_run_arrays(self, run_id: str, artifact_file: str) -> dict[str, np.ndarray] | None:
+        """A run's ``.npz`` artifact, read without pickle; None when the run has none."""
+        folder = str(Path(artifact_file).parent)
+        names = {f.path for f in self.client.list_artifacts(run_id, folder)}
+        if artifact_file not in names:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_file, tmp)
+            with np.load(local, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
@@ -83,6 +84,15 @@ class TrainingRecorder:
 
     def log_json(self, obj: Any, artifact_file: str) -> None:
         mlflow.log_dict(obj, artifact_file)
+
+    def log_arrays(self, arrays: dict[str, np.ndarray], artifact_file: str) -> None:
+        """Numeric and string arrays as one ``.npz`` (no pickled objects in it)."""
+        path = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path.name
+            with local.open("wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]
+            mlflow.log_artifact(str(local), artifact_path=str(path.parent))
 
     def log_model(self, model: Any, lightgbm: bool, example: pd.DataFrame) -> str:
         signature = infer_signature(example, _predict(model, example))

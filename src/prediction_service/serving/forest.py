@@ -8,8 +8,8 @@ bit-identical output (the same comparisons, summed in the same order).
 
 Only what the kernel reproduces exactly is taken: numerical ``<=`` splits whose missing
 values go by NaN or by nothing, and the regression, binary and multiclass objectives.
-``Forest.from_lightgbm`` returns None for anything else, and rows holding NaN go to the
-booster, so the answer is always LightGBM's.
+``Forest.from_lightgbm`` returns None for anything else. Rows holding NaN are refused (the
+API never passes one: every feature has a finite range), so an answer is always LightGBM's.
 """
 
 from __future__ import annotations
@@ -180,12 +180,14 @@ class Forest:
         )
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        """Summed leaf values, (rows, outputs). ``X`` must hold no NaN."""
+        """Summed leaf values, (rows, outputs)."""
         lib = _kernel()
         assert lib is not None  # from_lightgbm returns None without it
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected rows of {self.n_features} features, got {X.shape}")
+        if np.isnan(X).any():  # requests are validated finite; this guards other callers
+            raise ValueError("rows hold NaN: LightGBM's missing-value routing is not reproduced")
         n, trees = X.shape[0], self._trees
         out = np.zeros((n, self.n_outputs), dtype=np.float64)
         if n == 1:

@@ -1,4 +1,9 @@
-"""The champion of every spec, loaded with its native flavour and swapped atomically."""
+"""The champion of every spec, loaded and swapped atomically.
+
+A version is served from its portable predictor (the arrays training stored beside it) when
+it has one, so loading unpickles no scikit-learn or LightGBM object; otherwise from the
+model's native MLflow flavour.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ import numpy as np
 from prediction_service.errors import ModelNotLoadedError, UnknownModelError
 from prediction_service.metrics import Metrics
 from prediction_service.registry import ModelVersionInfo, Registry
-from prediction_service.registry.store import REFERENCE_FILE
-from prediction_service.serving.predictors import PredictFn, make_predictor
+from prediction_service.registry.store import PREDICTOR_FILE, REFERENCE_FILE
+from prediction_service.serving.predictors import PredictFn, from_bundle, make_predictor
 from prediction_service.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -112,12 +117,18 @@ class ModelStore:
         """Load and warm one version without serving it."""
         spec = self.spec(name)
         started = time.perf_counter()
-        native: Any = self.registry.load_model(spec.registered_name, version)
         info = self.registry.version_info(spec.registered_name, version)
         sample = warmup_rows(spec)
-        predict, kind = make_predictor(native, spec.task, sample)
+        loaded = self._from_bundle(info)
+        if loaded is not None:
+            (predict, classes), kind = loaded, "portable"
+        else:
+            native: Any = self.registry.load_model(spec.registered_name, version)
+            predict, kind = make_predictor(native, spec.task, sample)
+            classes = (
+                tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
+            )
         predict(sample[:1])  # warm: first call pays lazy initialisation
-        classes = tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
         reference = None
         if info.run_id:
             try:
@@ -135,6 +146,28 @@ class ModelStore:
             load_seconds=time.perf_counter() - started,
             reference=reference,
         )
+
+    def _from_bundle(
+        self, info: ModelVersionInfo
+    ) -> tuple[PredictFn, tuple[str, ...] | None] | None:
+        if not info.run_id:
+            return None
+        try:
+            bundle = self.registry.load_run_arrays(info.run_id, PREDICTOR_FILE)
+        except Exception as exc:  # noqa: BLE001 - the native flavour still serves
+            log.warning(
+                "%s version %s: portable predictor unreadable: %s", info.name, info.version, exc
+            )
+            return None
+        loaded = from_bundle(bundle) if bundle is not None else None
+        if bundle is not None and loaded is None:
+            log.warning(
+                "%s version %s: portable predictor does not reproduce its check rows; "
+                "loading the native model",
+                info.name,
+                info.version,
+            )
+        return loaded
 
     def serve(self, model: ServedModel) -> ServedModel | None:
         """Swap ``model`` in; returns the one it replaced."""

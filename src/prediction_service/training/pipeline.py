@@ -20,9 +20,11 @@ from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
     CHAMPION,
+    PREDICTOR_FILE,
     REFERENCE_FILE,
     TEST_SPLIT_FILE,
 )
+from prediction_service.serving.predictors import to_bundle
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator, is_lightgbm
@@ -214,6 +216,12 @@ def run_training(
             REFERENCE_FILE,
         )
         rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, TEST_SPLIT_FILE)
+        # The served predictor's portable form, checked on test and training rows.
+        bundle = to_bundle(model, spec.task, np.vstack([X_test[:64], X_train[:64]]))
+        if bundle is not None:
+            rec.log_arrays(bundle, PREDICTOR_FILE)
+        else:
+            progress(f"[{spec.name}] {best.name} has no portable predictor; serving unpickles it")
         tags = {
             "model_name": spec.name,
             "git_commit": _git_commit(),
