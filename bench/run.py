@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psutil
 import requests
@@ -242,18 +243,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def prediction_log_cost(metrics: str) -> dict[str, float]:
     """The log's cost: enqueueing a single-row request (on the request path), and the
     background writer's time per row, for single-row requests and for 10,000-row batches."""
-    from datetime import UTC as _UTC
-    from datetime import datetime as _dt
-
     from prediction_service.metrics import Metrics
     from prediction_service.storage.db import make_engine, migrate
     from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
-    def batch(ids: list[str], features: list[list[float]]) -> LogBatch:
+    def batch(ids: list[str], features: np.ndarray) -> LogBatch:
         return LogBatch(
-            model="housing", version="1", created_at=_dt.now(_UTC), request_id=None,
+            model="housing", version="1", created_at=time.time(), request_id=None,
             latency_ms=0.05, feature_names=list(HOUSING), ids=ids, features=features,
-            predictions=[4.5] * len(ids),
+            predictions=np.full(len(ids), 4.5),
         )  # fmt: skip
 
     def writer_us(batches: list[LogBatch]) -> float:
@@ -270,14 +268,15 @@ def prediction_log_cost(metrics: str) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
         return elapsed / sum(b.size for b in batches) * 1e6
 
-    n, row = 50_000, list(HOUSING.values())
-    singles = [batch([f"{i:032x}"], [row]) for i in range(n)]
+    n, row = 50_000, np.array([list(HOUSING.values())])
+    singles = [batch([f"{i:032x}"], row) for i in range(n)]
     probe = PredictionLog(make_engine("sqlite://"), Metrics(), max_queue=10**7)
     started = time.perf_counter()
     for i in range(n):
-        probe.record(batch([f"{i:032x}"], [row]))
+        probe.record(batch([f"{i:032x}"], row))
     enqueue_us = (time.perf_counter() - started) / n * 1e6
-    batches = [batch([f"{k:08x}{i:024x}" for i in range(10_000)], [row] * 10_000) for k in range(5)]
+    rows = np.repeat(row, 10_000, axis=0)
+    batches = [batch([f"{k:08x}{i:024x}" for i in range(10_000)], rows) for k in range(5)]
     written = re.search(r"^prediction_log_written_total ([\d.e+]+)", metrics, re.M)
     return {
         "enqueue_us_per_row": round(enqueue_us, 2),

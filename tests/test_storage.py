@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
@@ -36,14 +38,14 @@ def rows(ids: range | list[int], model: str = "iris", version: str = "1") -> Log
     return LogBatch(
         model=model,
         version=version,
-        created_at=datetime.now(UTC),
+        created_at=time.time(),
         request_id=None,
         latency_ms=0.1,
         feature_names=("a",),
         ids=[f"{i:032x}" for i in ids],
-        features=[[float(i)] for i in ids],
-        predictions=["setosa" if iris else float(i) for i in ids],
-        probabilities=[[0.9, 0.1] for _ in ids] if iris else None,
+        features=np.array([[float(i)] for i in ids]),
+        predictions=np.zeros(len(ids), dtype=int) if iris else np.array(ids, dtype=float),
+        probabilities=np.array([[0.9, 0.1] for _ in ids]) if iris else None,
         classes=("setosa", "versicolor") if iris else None,
     )
 
@@ -81,6 +83,18 @@ def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:
     rest, end = log.history("iris", limit=3, before=cursor)
     assert [p["id"] for p in rest] == [f"{i:032x}" for i in (3, 1)] and end is None
     assert page[0]["created_at"].endswith("+00:00")
+
+
+def test_created_at_is_stored_to_the_microsecond(engine: Engine) -> None:
+    log = PredictionLog(engine, Metrics())
+    log.start()
+    when = [1_700_000_000.25, 1_700_000_000.999999, 1_700_000_001.0, time.time()]
+    for i, t in enumerate(when):
+        log.record(rows([i])._replace(created_at=t))
+    log.close()
+    page, _ = log.history(None, limit=10, before=None)
+    stored = [datetime.fromisoformat(p["created_at"]).timestamp() for p in reversed(page)]
+    assert stored == pytest.approx(when, abs=1.5e-6)
 
 
 def test_ground_truth_is_stored_once(engine: Engine) -> None:

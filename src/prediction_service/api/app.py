@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +34,8 @@ from prediction_service.storage.jobs import JobStore, TrafficStore
 from prediction_service.storage.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @asynccontextmanager
@@ -74,6 +77,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Freezing moves them out of the collector's way.
     gc.collect()
     gc.freeze()
+    # Background threads (the log writer, registry polls, drift checks) hold the GIL for
+    # up to the switch interval before the event loop gets it back: 5 ms by default, which
+    # showed as p99 latency. 0.5 ms took iris p99 at c=8 from 5.1-7.3 ms to ~4.0 ms with
+    # no loss of throughput (wrk, same machine, alternating runs).
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     tasks = [
         asyncio.create_task(every(settings.reload_interval_s, state.lifecycle.sync_all)),
         asyncio.create_task(every(settings.drift_interval_s, state.monitor.check_all)),
@@ -91,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.prediction_log.close()
         state.engine.dispose()
         state.metrics.close()
+        sys.setswitchinterval(switch_interval)
 
 
 async def every(interval_s: float, job: Callable[[], None]) -> None:

@@ -48,6 +48,8 @@ class Target:
 
 
 class BatchTarget:
+    """``POST /predict/<model>/batch``: the model's feature order, ranges and batch limit."""
+
     def __init__(self, model: str, spec: ModelSpec, max_rows: int, route: BaseRoute) -> None:
         self.model = model
         self.route = route

@@ -6,7 +6,6 @@ import itertools
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -68,29 +67,36 @@ class PredictionService:
         inst.latency[kind].observe(elapsed)
         prefix = self._id_prefix
         ids = [f"{prefix}{i:016x}" for i in itertools.islice(self._ids, n)]
-        predictions, probabilities = self._outputs(model, out, inst)
-        if probabilities is None:
-            items = [{"prediction": p, "prediction_id": i} for p, i in zip(predictions, ids)]
+        classes = model.classes
+        best = None if classes is None else out.argmax(axis=1)  # first of equal maxima
+        self._count(inst, out, best, classes)
+        if classes is None or best is None:
+            items = [{"prediction": v, "prediction_id": i} for v, i in zip(out.tolist(), ids)]
         else:
-            classes = model.classes or ()
             items = [
-                {"prediction": p, "probabilities": dict(zip(classes, q)), "prediction_id": i}
-                for p, q, i in zip(predictions, probabilities, ids)
+                {
+                    "prediction": classes[b],
+                    "probabilities": dict(zip(classes, p)),
+                    "prediction_id": i,
+                }
+                for b, p, i in zip(best.tolist(), out.tolist(), ids)
             ]
         latency_ms = elapsed * 1000.0
+        # Arrays, not lists: numpy arrays are not tracked by the garbage collector, so rows
+        # waiting for the writer do not make collections longer.
         self.log.record(
             LogBatch(
                 model=name,
                 version=model.version,
-                created_at=datetime.now(UTC),
+                created_at=time.time(),
                 request_id=request_id,
                 latency_ms=latency_ms / n,
                 feature_names=model.spec.feature_names,
                 ids=ids,
-                features=X.tolist(),
-                predictions=predictions,
-                probabilities=probabilities,
-                classes=model.classes,
+                features=X,
+                predictions=out if best is None else best,
+                probabilities=None if best is None else out,
+                classes=classes,
             )
         )
         return {
@@ -142,35 +148,22 @@ class PredictionService:
         return inst
 
     @staticmethod
-    def _outputs(
-        model: ServedModel, out: np.ndarray, inst: _Instruments
-    ) -> tuple[list[Any], list[list[float]] | None]:
-        """Predictions (and class probabilities) as plain lists, and their metrics.
+    def _count(inst: _Instruments, out: np.ndarray, best: np.ndarray | None, classes: Any) -> None:
+        """The prediction-value (or confidence) histogram and the predicted-class counters.
 
-        A few rows go through plain Python, which beats numpy's per-call overhead there;
-        batches are counted in one pass per metric.
+        A few rows are counted one by one (numpy's per-call overhead costs more there); a
+        batch in one pass per metric.
         """
-        small = len(out) <= _FEW_ROWS
-        if model.classes is None:
-            values = out.tolist()
-            if small:
-                for v in values:
-                    inst.values.observe(v)
-            else:
-                observe_many(inst.values, out)
-            return values, None
-        classes, rows = model.classes, out.tolist()
-        if small:
-            predictions = []
-            for row in rows:
-                best = max(range(len(row)), key=row.__getitem__)
-                inst.values.observe(row[best])
-                inst.classes[classes[best]].inc()
-                predictions.append(classes[best])
-            return predictions, rows
-        best_index = out.argmax(axis=1)  # the first of equal maxima, as max() above
-        observe_many(inst.values, out[np.arange(len(out)), best_index])
-        for cls, count in zip(classes, np.bincount(best_index, minlength=len(classes)).tolist()):
-            if count:
-                inst.classes[cls].inc(count)
-        return [classes[b] for b in best_index.tolist()], rows
+        values = out if best is None else out[np.arange(len(out)), best]
+        if len(out) <= _FEW_ROWS:
+            for v in values.tolist():
+                inst.values.observe(v)
+            if best is not None:
+                for b in best.tolist():
+                    inst.classes[classes[b]].inc()
+            return
+        observe_many(inst.values, values)
+        if best is not None:
+            for cls, count in zip(classes, np.bincount(best, minlength=len(classes)).tolist()):
+                if count:
+                    inst.classes[cls].inc(count)
