@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
@@ -35,10 +36,18 @@ class ModelLifecycle:
         self.store = store
         self.registry = registry
         self.traffic = traffic
+        # One change at a time: a registry poll reads the stored splits, then applies them;
+        # an admin change landing in between was overwritten by the stale read (a test
+        # caught a 10% split surviving "set to 0" until the next poll).
+        self._lock = threading.RLock()
 
     # -- following the registry ------------------------------------------------------
     def sync(self, name: str, splits: dict[str, float] | None = None) -> None:
         """Serve the current champion (and challenger, if split); failures keep the old one."""
+        with self._lock:
+            self._sync(name, splits)
+
+    def _sync(self, name: str, splits: dict[str, float] | None) -> None:
         try:
             self.store.load_champion(name)
         except Exception as exc:  # noqa: BLE001 - reported by the store; keep serving
@@ -51,13 +60,14 @@ class ModelLifecycle:
             log.error("could not sync the challenger of %s: %s", name, exc)
 
     def sync_all(self) -> None:
-        try:
-            splits = self.traffic.all()
-        except Exception as exc:  # noqa: BLE001 - the database being down must not stop reloads
-            log.warning("traffic splits unavailable: %s", exc)
-            splits = {name: self.store.challenger(name)[1] for name in self.store.specs}
-        for name in self.store.specs:
-            self.sync(name, splits)
+        with self._lock:
+            try:
+                splits = self.traffic.all()
+            except Exception as exc:  # noqa: BLE001 - a database outage must not stop reloads
+                log.warning("traffic splits unavailable: %s", exc)
+                splits = {name: self.store.challenger(name)[1] for name in self.store.specs}
+            for name in self.store.specs:
+                self._sync(name, splits)
 
     def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
         spec = self.store.spec(name)
@@ -98,6 +108,10 @@ class ModelLifecycle:
         return {"model": name, "previous_version": previous, "version": model.version}
 
     def promote(self, name: str, version: str) -> dict[str, Any]:
+        with self._lock:
+            return self._promote(name, version)
+
+    def _promote(self, name: str, version: str) -> dict[str, Any]:
         spec = self.store.spec(name)
         previous = self.registry.champion_version(spec.registered_name)
         model = self._load(name, version)
@@ -108,6 +122,10 @@ class ModelLifecycle:
         return self._make_champion(name, model, previous)
 
     def rollback(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return self._rollback(name)
+
+    def _rollback(self, name: str) -> dict[str, Any]:
         spec = self.store.spec(name)
         current = self.registry.champion_version(spec.registered_name)
         if current is None:
@@ -121,6 +139,10 @@ class ModelLifecycle:
         return self._make_champion(name, self._load(name, previous), current)
 
     def set_traffic(self, name: str, percent: float) -> dict[str, Any]:
+        with self._lock:
+            return self._set_traffic(name, percent)
+
+    def _set_traffic(self, name: str, percent: float) -> dict[str, Any]:
         spec = self.store.spec(name)
         if percent > 0 and self.registry.alias_version(spec.registered_name, CHALLENGER) is None:
             raise ConflictError(

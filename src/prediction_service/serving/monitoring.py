@@ -26,6 +26,33 @@ def psi(edges: list[float], reference: list[float], values: np.ndarray) -> float
     return float(np.sum((current - ref) * np.log(current / ref)))
 
 
+def ks_pvalue(sample: np.ndarray, reference: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov test: the p-value that both come from one distribution.
+
+    The statistic is exact; the p-value is the asymptotic Kolmogorov distribution with
+    Stephens' small-sample correction: at most 0.014 from ``scipy.stats.ks_2samp``'s exact
+    p-values over 300 random pairs of 100 to 3,000 values (tests compare fixed cases).
+    Computed here because importing scipy.stats costs 1.3 s and 60 MB, and importing it in a
+    background thread stalls requests.
+    """
+    a, b = np.sort(sample), np.sort(reference)
+    both = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, both, side="right") / len(a)
+    cdf_b = np.searchsorted(b, both, side="right") / len(b)
+    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    en = len(a) * len(b) / (len(a) + len(b))
+    lam = (np.sqrt(en) + 0.12 + 0.11 / np.sqrt(en)) * d
+    if lam == 0.0:
+        return 1.0
+    if lam < 1.18:  # Q_KS(lam) by its series in exp(-pi^2 / 8 lam^2): quick to converge here
+        y = np.exp(-(np.pi**2) / (8.0 * lam**2))
+        p = 1.0 - np.sqrt(2.0 * np.pi) / lam * (y + y**9 + y**25 + y**49)
+    else:  # the alternating series 2 sum (-1)^(k-1) exp(-2 k^2 lam^2)
+        x = np.exp(-2.0 * lam**2)
+        p = 2.0 * (x - x**4 + x**9)
+    return float(min(max(p, 0.0), 1.0))
+
+
 def class_psi(reference: dict[str, float], labels: list[str]) -> float:
     names = sorted(set(reference) | set(labels))
     current = np.array([labels.count(n) for n in names], dtype=float) / max(len(labels), 1)
@@ -128,14 +155,12 @@ class Monitor:
             )
             return result
 
-        from scipy import stats  # 1.3 s and ~60 MB: imported when drift is first checked
-
         features: dict[str, Any] = {}
         for feat in spec.feature_names:
             values = np.array([float(f[feat]) for f, _ in rows])
             ref = reference["features"][feat]
             score = psi(ref["bin_edges"], ref["bin_fractions"], values)
-            pvalue = float(stats.ks_2samp(values, ref["sample"]).pvalue)
+            pvalue = ks_pvalue(values, np.asarray(ref["sample"], dtype=np.float64))
             drifted = score >= s.drift_psi_threshold and pvalue < s.drift_pvalue_threshold
             features[feat] = {
                 "psi": score,
