@@ -70,6 +70,10 @@ def test_every_queued_row_is_written_by_close(engine: Engine) -> None:
     log.close()
     assert count(engine) == 1234
     assert metrics.log_written._value.get() == 1234
+    stored = log.find(f"{150:032x}")  # a row from the middle of a 100-row request
+    assert stored is not None and stored["features"] == {"a": 150.0}
+    assert stored["prediction"] == "setosa"
+    assert stored["probabilities"] == {"setosa": 0.9, "versicolor": 0.1}
 
 
 def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:

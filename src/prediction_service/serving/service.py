@@ -67,11 +67,11 @@ class PredictionService:
         inst.latency[kind].observe(elapsed)
         prefix = self._id_prefix
         ids = [f"{prefix}{i:016x}" for i in itertools.islice(self._ids, n)]
-        classes = model.classes
-        best = None if classes is None else out.argmax(axis=1)  # first of equal maxima
-        self._count(inst, out, best, classes)
+        classes, rows = model.classes, out.tolist()
+        best = None if classes is None else self._best(out, rows)
+        self._count(inst, out, rows, best, classes)
         if classes is None or best is None:
-            items = [{"prediction": v, "prediction_id": i} for v, i in zip(out.tolist(), ids)]
+            items = [{"prediction": v, "prediction_id": i} for v, i in zip(rows, ids)]
         else:
             items = [
                 {
@@ -79,11 +79,11 @@ class PredictionService:
                     "probabilities": dict(zip(classes, p)),
                     "prediction_id": i,
                 }
-                for b, p, i in zip(best.tolist(), out.tolist(), ids)
+                for b, p, i in zip(best, rows, ids)
             ]
         latency_ms = elapsed * 1000.0
-        # Arrays, not lists: numpy arrays are not tracked by the garbage collector, so rows
-        # waiting for the writer do not make collections longer.
+        # Arrays rather than lists where there are many values: numpy arrays are not tracked
+        # by the garbage collector, so rows waiting for the writer keep collections short.
         self.log.record(
             LogBatch(
                 model=name,
@@ -148,22 +148,32 @@ class PredictionService:
         return inst
 
     @staticmethod
-    def _count(inst: _Instruments, out: np.ndarray, best: np.ndarray | None, classes: Any) -> None:
-        """The prediction-value (or confidence) histogram and the predicted-class counters.
+    def _best(out: np.ndarray, rows: list[list[float]]) -> list[int]:
+        """Index of each row's most probable class (the first of equal maxima)."""
+        if len(rows) <= _FEW_ROWS:  # numpy's per-call overhead costs more than a few rows
+            return [max(range(len(r)), key=r.__getitem__) for r in rows]
+        return list(out.argmax(axis=1).tolist())
 
-        A few rows are counted one by one (numpy's per-call overhead costs more there); a
-        batch in one pass per metric.
-        """
-        values = out if best is None else out[np.arange(len(out)), best]
-        if len(out) <= _FEW_ROWS:
-            for v in values.tolist():
-                inst.values.observe(v)
-            if best is not None:
-                for b in best.tolist():
-                    inst.classes[classes[b]].inc()
+    @staticmethod
+    def _count(
+        inst: _Instruments, out: np.ndarray, rows: list[Any], best: list[int] | None, classes: Any
+    ) -> None:
+        """The prediction-value (or confidence) histogram and the predicted-class counters:
+        one by one for a few rows, in one pass per metric for a batch."""
+        if len(rows) <= _FEW_ROWS:
+            if best is None:
+                for v in rows:
+                    inst.values.observe(v)
+                return
+            for r, b in zip(rows, best):
+                inst.values.observe(r[b])
+                inst.classes[classes[b]].inc()
             return
-        observe_many(inst.values, values)
-        if best is not None:
-            for cls, count in zip(classes, np.bincount(best, minlength=len(classes)).tolist()):
-                if count:
-                    inst.classes[cls].inc(count)
+        if best is None:
+            observe_many(inst.values, out)
+            return
+        index = np.asarray(best)
+        observe_many(inst.values, out[np.arange(len(out)), index])
+        for cls, count in zip(classes, np.bincount(index, minlength=len(classes)).tolist()):
+            if count:
+                inst.classes[cls].inc(count)

@@ -47,7 +47,7 @@ class LogBatch(NamedTuple):
     feature_names: Sequence[str]
     ids: Sequence[str]
     features: np.ndarray  # (rows, features), in feature_names order
-    predictions: np.ndarray  # (rows,): the value, or for classifiers the index into classes
+    predictions: np.ndarray | Sequence[int]  # the values, or for classifiers class indices
     probabilities: np.ndarray | None = None  # (rows, classes), classifiers only
     classes: Sequence[str] | None = None
     status: str = "ok"
@@ -118,20 +118,39 @@ class PredictionLog:
         are single rows, and their cost here is paid once per prediction.
         """
         dumps, names, classes = orjson.dumps, batch.feature_names, batch.classes
-        head = (self._timestamp(batch.created_at), batch.model, batch.version)
+        created = self._timestamp(batch.created_at)
+        features = batch.features.tolist()
+        values = batch.predictions
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        probabilities = None if classes is None else batch.probabilities
+        if len(features) == 1:  # most requests: one tuple, no intermediate lists
+            if classes is None or probabilities is None:
+                value, probs = values[0], None
+            else:
+                value = classes[values[0]]
+                probs = dumps(dict(zip(classes, probabilities[0].tolist()))).decode()
+            return [
+                (
+                    batch.ids[0], created, batch.model, batch.version,
+                    dumps(dict(zip(names, features[0]))).decode(), dumps(value).decode(), probs,
+                    batch.latency_ms, batch.request_id, batch.status,
+                )
+            ]  # fmt: skip
+        head = (created, batch.model, batch.version)
         tail = (batch.latency_ms, batch.request_id, batch.status)
-        features = [dumps(dict(zip(names, row))).decode() for row in batch.features.tolist()]
-        if classes is None or batch.probabilities is None:
-            predictions = [dumps(v).decode() for v in batch.predictions.tolist()]
-            probabilities: list[str | None] = [None] * len(features)
+        feature_text = [dumps(dict(zip(names, row))).decode() for row in features]
+        if classes is None or probabilities is None:
+            prediction_text = [dumps(v).decode() for v in values]
+            probability_text: list[str | None] = [None] * len(features)
         else:
-            predictions = [dumps(classes[b]).decode() for b in batch.predictions.tolist()]
-            probabilities = [
-                dumps(dict(zip(classes, p))).decode() for p in batch.probabilities.tolist()
+            prediction_text = [dumps(classes[b]).decode() for b in values]
+            probability_text = [
+                dumps(dict(zip(classes, p))).decode() for p in probabilities.tolist()
             ]
         return [
             (i, *head, f, p, q, *tail)
-            for i, f, p, q in zip(batch.ids, features, predictions, probabilities)
+            for i, f, p, q in zip(batch.ids, feature_text, prediction_text, probability_text)
         ]
 
     def _timestamp(self, when: float) -> Any:
