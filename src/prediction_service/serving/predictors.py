@@ -36,6 +36,16 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
+def _both_classes(positive: PredictFn) -> PredictFn:
+    """Binary classifiers: the positive class's probability -> both classes' columns."""
+
+    def both(X: np.ndarray) -> np.ndarray:
+        p = positive(X)
+        return np.column_stack([1.0 - p, p])
+
+    return both
+
+
 def to_arrays(model: Any, task: str) -> dict[str, np.ndarray] | None:
     """The direct predictor's arrays for ``model``, or None when it has none."""
     steps = getattr(model, "steps", None)
@@ -80,21 +90,13 @@ def from_arrays(arrays: Arrays) -> PredictFn | None:
         if forest is None:
             return None
         binary = forest.n_outputs == 1 and forest.objective.startswith("binary")
-        core = (
-            (lambda X: np.column_stack([1.0 - (p := forest.predict(X)), p]))
-            if binary
-            else (forest.predict)
-        )
+        core = _both_classes(forest.predict) if binary else forest.predict
     else:
         coef, intercept = arrays["coef"], arrays["intercept"]
         if link == "identity":
             core = lambda X: np.asarray(X @ coef + intercept)  # noqa: E731
         elif link == "logistic":
-
-            def core(X: np.ndarray) -> np.ndarray:
-                p = 1.0 / (1.0 + np.exp(-(X @ coef[0] + intercept[0])))
-                return np.column_stack([1.0 - p, p])
-
+            core = _both_classes(lambda X: 1.0 / (1.0 + np.exp(-(X @ coef[0] + intercept[0]))))
         else:
             core = lambda X: _softmax(X @ coef.T + intercept)  # noqa: E731
     if not scalers:
