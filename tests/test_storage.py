@@ -44,7 +44,7 @@ def rows(ids: range | list[int], model: str = "iris", version: str = "1") -> Log
         feature_names=("a",),
         ids=[f"{i:032x}" for i in ids],
         features=np.array([[float(i)] for i in ids]),
-        predictions=np.zeros(len(ids), dtype=int) if iris else np.array(ids, dtype=float),
+        predictions=[0] * len(ids) if iris else [float(i) for i in ids],
         probabilities=np.array([[0.9, 0.1] for _ in ids]) if iris else None,
         classes=("setosa", "versicolor") if iris else None,
     )

@@ -60,7 +60,7 @@ def _transform(objective: str, n_outputs: int) -> Callable[[np.ndarray], np.ndar
         return None
     kind, *options = objective.split()
     opts = dict(o.split(":", 1) for o in options if ":" in o)
-    if kind == "regression" and not any(o in options for o in ("sqrt",)) and n_outputs == 1:
+    if kind == "regression" and "sqrt" not in options and n_outputs == 1:
         return lambda raw: raw[:, 0]
     if kind == "binary" and n_outputs == 1:
         sigmoid = float(opts.get("sigmoid", 1.0))

@@ -124,31 +124,36 @@ def _agrees(predict: PredictFn, X: np.ndarray, expected: np.ndarray) -> bool:
         return False
 
 
+def _portable(model: Any, task: str, sample: np.ndarray) -> tuple[dict[str, Any], PredictFn] | None:
+    """The portable form of ``model`` (arrays, classes, and the estimator's outputs on
+    ``sample`` as check rows) and the predictor built from it, if it reproduces them."""
+    arrays = to_arrays(model, task)
+    if arrays is None:
+        return None
+    bundle: dict[str, Any] = {
+        **arrays, "check_rows": sample, "check_outputs": estimator_predict(model, task)(sample)
+    }  # fmt: skip
+    if task == "classification":
+        bundle["classes"] = np.array([str(c) for c in model.classes_])
+    loaded = from_bundle(bundle)
+    if loaded is None:
+        log.warning("no exact fast predictor for %s; using the estimator", type(model).__name__)
+        return None
+    return bundle, loaded[0]
+
+
 def make_predictor(model: Any, task: str, sample: np.ndarray) -> tuple[PredictFn, str]:
     """The fastest exact predictor for ``model`` and its kind ("direct" or "estimator")."""
-    reference = estimator_predict(model, task)
-    arrays = to_arrays(model, task)
-    direct = from_arrays(arrays) if arrays is not None else None
-    if direct is not None and _agrees(direct, sample, reference(sample)):
-        return direct, "direct"
-    if direct is not None:
-        log.warning("fast path for %s disagrees with the estimator; using the estimator", model)
-    return reference, "estimator"
+    portable = _portable(model, task, sample)
+    if portable is not None:
+        return portable[1], "direct"
+    return estimator_predict(model, task), "estimator"
 
 
 def to_bundle(model: Any, task: str, sample: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The portable form of ``model`` with its classes and check rows, or None."""
-    arrays = to_arrays(model, task)
-    direct = from_arrays(arrays) if arrays is not None else None
-    if arrays is None or direct is None:
-        return None
-    expected = estimator_predict(model, task)(sample)
-    if not _agrees(direct, sample, expected):
-        return None
-    bundle = {**arrays, "check_rows": sample, "check_outputs": expected}
-    if task == "classification":
-        bundle["classes"] = np.array([str(c) for c in model.classes_])
-    return bundle
+    """What training stores for the service: the portable form, or None without one."""
+    portable = _portable(model, task, sample)
+    return portable[0] if portable is not None else None
 
 
 def from_bundle(bundle: Arrays) -> tuple[PredictFn, tuple[str, ...] | None] | None:

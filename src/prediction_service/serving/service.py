@@ -82,8 +82,9 @@ class PredictionService:
                 for b, p, i in zip(best, rows, ids)
             ]
         latency_ms = elapsed * 1000.0
-        # Arrays rather than lists where there are many values: numpy arrays are not tracked
-        # by the garbage collector, so rows waiting for the writer keep collections short.
+        # Features and probabilities stay arrays, not lists of lists: numpy arrays are not
+        # tracked by the garbage collector, so rows waiting for the writer keep collections
+        # short (a flat list of numbers is one tracked object).
         self.log.record(
             LogBatch(
                 model=name,
@@ -94,7 +95,7 @@ class PredictionService:
                 feature_names=model.spec.feature_names,
                 ids=ids,
                 features=X,
-                predictions=out if best is None else best,
+                predictions=rows if best is None else best,
                 probabilities=None if best is None else out,
                 classes=classes,
             )
@@ -152,7 +153,7 @@ class PredictionService:
         """Index of each row's most probable class (the first of equal maxima)."""
         if len(rows) <= _FEW_ROWS:  # numpy's per-call overhead costs more than a few rows
             return [max(range(len(r)), key=r.__getitem__) for r in rows]
-        return list(out.argmax(axis=1).tolist())
+        return out.argmax(axis=1).tolist()
 
     @staticmethod
     def _count(

@@ -48,7 +48,7 @@ class LogBatch(NamedTuple):
     feature_names: Sequence[str]
     ids: Sequence[str]
     features: np.ndarray  # (rows, features), in feature_names order
-    predictions: np.ndarray | Sequence[int]  # the values, or for classifiers class indices
+    predictions: Sequence[Any]  # the values, or for classifiers the index into classes
     probabilities: np.ndarray | None = None  # (rows, classes), classifiers only
     classes: Sequence[str] | None = None
     status: str = "ok"
@@ -124,8 +124,6 @@ class PredictionLog:
         created = self._timestamp(batch.created_at)
         features = batch.features.tolist()
         values = batch.predictions
-        if isinstance(values, np.ndarray):
-            values = values.tolist()
         probabilities = None if classes is None else batch.probabilities
         if len(features) == 1:  # most requests: one tuple, no intermediate lists
             if classes is None or probabilities is None:
