@@ -251,7 +251,7 @@ def prediction_log_cost(metrics: str) -> dict[str, float]:
         return LogBatch(
             model="housing", version="1", created_at=time.time(), request_id=None,
             latency_ms=0.05, feature_names=list(HOUSING), ids=ids, features=features,
-            predictions=np.full(len(ids), 4.5),
+            predictions=[4.5] * len(ids),
         )  # fmt: skip
 
     def writer_us(batches: list[LogBatch]) -> float:
