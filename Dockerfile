@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 # LightGBM links the system OpenMP runtime; training at build time needs it too. gcc builds
-# the package's native forest kernel (src/prediction_service/serving/_forest.c); it stays in
+# the package's native forest kernel (src/prediction_service/predictors/_forest.c); it stays in
 # this stage. libc6-dev must match the libc6 the base image gets from the same update, and
 # Debian keeps only the newest security release, so it cannot be pinned.
 # hadolint ignore=DL3008

@@ -15,7 +15,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.runtime: $(PY) requirements.txt pyproject.toml setup.py src/prediction_service/serving/_forest.c
+$(VENV)/.runtime: $(PY) requirements.txt pyproject.toml setup.py src/prediction_service/predictors/_forest.c
 	$(PY) -m pip install -q -r requirements.txt -e .
 	@touch $@
 

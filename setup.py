@@ -5,8 +5,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "prediction_service.serving._forest",
-            sources=["src/prediction_service/serving/_forest.c"],
+            "prediction_service.predictors._forest",
+            sources=["src/prediction_service/predictors/_forest.c"],
             extra_compile_args=["-O3"],
             optional=True,  # without a C compiler, LightGBM's own predictor serves instead
         )

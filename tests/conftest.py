@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
@@ -59,6 +60,59 @@ def trained(
         name: run_training(spec, settings, progress=lambda _m: None) for name, spec in specs.items()
     }
     yield settings, results
+
+
+def write_small_specs(folder: Path) -> Path:
+    """The shipped specs with one small, quick candidate each and no gate thresholds: models
+    that train in a second or two and exercise both portable predictor kinds (a LightGBM
+    forest for housing, a scaled linear model for iris)."""
+    small = {
+        "housing": {
+            "name": "lightgbm",
+            "estimator": "lightgbm_regressor",
+            "params": {"n_estimators": 40, "num_leaves": 15, "max_depth": 5, "n_jobs": 1},
+        },
+        "iris": {"name": "logistic_regression", "estimator": "logistic_regression",
+                 "params": {"max_iter": 500}},
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((ROOT / "config" / "models").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        raw["candidates"] = [small[raw["name"]]]
+        raw["split"]["cv_folds"] = 2
+        raw["quality_gate"] = {"tolerance": 0.0}
+        raw["data"]["path"] = str(ROOT / raw["data"]["path"])
+        (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Settings, dict[str, TrainingResult]]:
+    """Small models of both specs, trained once into their own store: the fast inner loop."""
+    workdir = tmp_path_factory.mktemp("small")
+    settings = make_settings(workdir, specs_dir=write_small_specs(workdir / "specs"))
+    results = {
+        name: run_training(spec, settings, progress=lambda _m: None)
+        for name, spec in load_specs(settings.specs_path).items()
+    }
+    return settings, results
+
+
+def small_settings(
+    small: tuple[Settings, dict[str, TrainingResult]], workdir: Path, **overrides: object
+) -> Settings:
+    """Settings over the small models' store with a prediction log of its own."""
+    settings, _ = small
+    values: dict[str, object] = {
+        "tracking_uri": settings.effective_tracking_uri,
+        "artifact_root": settings.artifact_path,
+        "specs_dir": settings.specs_path,
+        "logs_dir": workdir / "logs",
+    }
+    values.update(overrides)
+    return make_settings(workdir, **values)
 
 
 HOUSING_RECORD = {

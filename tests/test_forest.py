@@ -8,8 +8,8 @@ import pytest
 
 from prediction_service.metrics import Metrics, observe_many
 from prediction_service.serving import forest as forest_module
-from prediction_service.serving.forest import Forest
-from prediction_service.serving.predictors import make_predictor
+from prediction_service.predictors.forest import Forest
+from prediction_service.predictors.portable import make_predictor
 
 rng = np.random.default_rng(1)
 X = rng.normal(size=(3000, 6))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prediction_service.serving.predictors import (
+from prediction_service.predictors.portable import (
     estimator_predict,
     from_bundle,
     make_predictor,

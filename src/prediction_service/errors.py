@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class ServiceError(Exception):
     status_code = 500
+    reason = "error"  # the prediction_errors_total label, where a prediction fails with it
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,26 +35,52 @@ class DataValidationError(ServiceError):
 
 class UnknownModelError(ServiceError):
     status_code = 404
+    reason = "unknown_model"
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown model {name!r}; known models: {', '.join(known)}")
+        self.name = name
 
 
 class ModelNotLoadedError(ServiceError):
     status_code = 503
+    reason = "model_not_loaded"
 
 
 class BatchTooLargeError(ServiceError):
     status_code = 413
+    reason = "batch_too_large"
 
 
 class InvalidInputError(ServiceError):
+    """A request the service understood but must refuse; ``errors`` names each bad field."""
+
     status_code = 422
+    reason = "invalid_input"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+    @classmethod
+    def from_fields(cls, errors: list[dict[str, Any]]) -> InvalidInputError:
+        """One message summing up field errors (``{"field", "message", ...}``), first five named."""
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if len(errors) > 5:
+            summary += f"; and {len(errors) - 5} more"
+        return cls(f"invalid input: {summary}", errors)
 
 
 class NotFoundError(ServiceError):
     status_code = 404
+    reason = "not_found"
 
 
 class ConflictError(ServiceError):
     status_code = 409
+    reason = "conflict"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    reason = "unsupported_media_type"

@@ -90,8 +90,9 @@ class Metrics:
         # -- predictions -------------------------------------------------------------------
         self.predictions = Counter(
             "predictions_total",
-            "Predicted rows, by model and the version that answered.",
-            ["model", "version"],
+            "Predicted rows, by model, the version that answered and the protocol asked "
+            "(native, v2, v2_grpc, mlflow).",
+            ["model", "version", "protocol"],
             registry=r,
         )
         self.prediction_latency = Histogram(
@@ -103,9 +104,9 @@ class Metrics:
         )
         self.prediction_errors = Counter(
             "prediction_errors_total",
-            "Prediction requests that failed, by model and reason "
-            "(invalid_input, batch_too_large, model_not_loaded, unknown_model, model_error).",
-            ["model", "reason"],
+            "Prediction requests that failed, by model, reason (invalid_input, batch_too_large, "
+            "model_not_loaded, unknown_model, model_error) and protocol.",
+            ["model", "reason", "protocol"],
             registry=r,
         )
         self.prediction_value = Histogram(

@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = None
     max_batch_size: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="largest batch request body read"
+    )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve the Open Inference Protocol over gRPC on this port (off when unset)",
+    )
+    grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
     log_queue_size: int = Field(default=100_000, ge=1)
     log_batch_size: int = Field(default=500, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from prediction_service.api.deps import ServicesDep
 
 _bearer = HTTPBearer(auto_error=False, description="PREDICT_ADMIN_TOKEN")
 
 
 def require_admin(
-    request: Request,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    token = request.app.state.settings.admin_token
+    token = services.settings.admin_token
     if token is None or not token.get_secret_value():
         raise HTTPException(403, "admin API disabled: set PREDICT_ADMIN_TOKEN to enable it")
     challenge = {"WWW-Authenticate": "Bearer"}

@@ -1,34 +1,49 @@
-"""Typed dependencies so routes read like prose."""
+"""Typed dependencies so routes read like prose; all of them come from the one ``Services``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from prediction_service.metrics import Metrics
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.retrain import RetrainRunner
-from prediction_service.serving.service import PredictionService
+from prediction_service.services import Services
 from prediction_service.storage.prediction_log import PredictionLog
 
 
-def _state(attr: str) -> Callable[[Request], Any]:
-    """A dependency returning what the lifespan put on ``app.state`` under ``attr``."""
-
-    def get(request: Request) -> Any:
-        return getattr(request.app.state, attr)
-
-    return get
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-ServiceDep = Annotated[PredictionService, Depends(_state("service"))]
-StoreDep = Annotated[ModelStore, Depends(_state("store"))]
-LogDep = Annotated[PredictionLog, Depends(_state("prediction_log"))]
-MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
-LifecycleDep = Annotated[ModelLifecycle, Depends(_state("lifecycle"))]
-RetrainDep = Annotated[RetrainRunner, Depends(_state("retrain"))]
-MonitorDep = Annotated[Monitor, Depends(_state("monitor"))]
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _store(services: ServicesDep) -> ModelStore:
+    return services.store
+
+
+def _log(services: ServicesDep) -> PredictionLog:
+    return services.prediction_log
+
+
+def _lifecycle(services: ServicesDep) -> ModelLifecycle:
+    return services.lifecycle
+
+
+def _retrain(services: ServicesDep) -> RetrainRunner:
+    return services.retrain
+
+
+def _monitor(services: ServicesDep) -> Monitor:
+    return services.monitor
+
+
+StoreDep = Annotated[ModelStore, Depends(_store)]
+LogDep = Annotated[PredictionLog, Depends(_log)]
+LifecycleDep = Annotated[ModelLifecycle, Depends(_lifecycle)]
+RetrainDep = Annotated[RetrainRunner, Depends(_retrain)]
+MonitorDep = Annotated[Monitor, Depends(_monitor)]

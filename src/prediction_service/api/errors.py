@@ -1,9 +1,14 @@
-"""Every error becomes JSON with a clear message, translated here and nowhere else."""
+"""Every error becomes JSON with a clear message, translated here and nowhere else.
+
+Domain errors carry their HTTP status; each protocol gives the body its own shape (ours
+``{"detail", "errors"}``, V2 ``{"error"}``, MLflow ``{"error_code", "message"}``), for the
+FastAPI routes here and for the prediction lanes (``api/lanes.py``).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,70 +17,39 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from prediction_service.api.responses import JSONResponse
-from prediction_service.errors import (
-    BatchTooLargeError,
-    ModelNotLoadedError,
-    ServiceError,
-    UnknownModelError,
-)
+from prediction_service.errors import InvalidInputError, ServiceError
+from prediction_service.protocols import mlflow, native, v2
+from prediction_service.serving.codec import dotted, field_errors
 
 log = logging.getLogger(__name__)
 
-
-def _count_prediction_error(request: Request, reason: str) -> None:
-    """Failed predictions by model and reason; unknown names collapse to one label value."""
-    parts = request.url.path.split("/")
-    if len(parts) < 3 or parts[1] != "predict":
-        return
-    state = request.app.state
-    model = parts[2] if parts[2] in state.specs else "unknown"
-    state.metrics.prediction_errors.labels(model, reason).inc()
-
-
-_REASONS: dict[type[ServiceError], str] = {
-    BatchTooLargeError: "batch_too_large",
-    ModelNotLoadedError: "model_not_loaded",
-    UnknownModelError: "unknown_model",
+_BODIES: dict[str, Callable[[ServiceError], dict[str, Any]]] = {
+    native.PROTOCOL: native.error_body,
+    v2.PROTOCOL: v2.error_body,
+    mlflow.PROTOCOL: mlflow.error_body,
 }
+_STATUS: dict[str, Callable[[ServiceError], int]] = {v2.PROTOCOL: v2.status_of}
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+def error_reply(protocol: str, exc: ServiceError) -> tuple[int, dict[str, Any]]:
+    """The status and body that answer ``exc`` in ``protocol``."""
+    status = _STATUS[protocol](exc) if protocol in _STATUS else exc.status_code
+    return status, _BODIES[protocol](exc)
 
 
-def _safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)[:100]
+def _protocol(request: Request) -> str:
+    return v2.PROTOCOL if request.url.path.startswith("/v2/") else native.PROTOCOL
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> Response:
-    errors = [
-        {"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
-    for e, raw in zip(errors, exc.errors()):
-        if raw["type"] == "json_invalid":  # its loc holds a character offset, not a field
-            where = raw["loc"][-1] if raw["loc"] else 0
-            detail = (raw.get("ctx") or {}).get("error", "")
-            e.update(field="body", message=f"JSON decode error at character {where}: {detail}")
-        elif "input" in raw and raw["type"] != "missing":
-            e["input"] = _safe(raw["input"])
-    _count_prediction_error(request, "invalid_input")
-    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-    if len(errors) > 5:
-        summary += f"; and {len(errors) - 5} more"
-    return JSONResponse({"detail": f"invalid input: {summary}", "errors": errors}, status_code=422)
+    error = InvalidInputError.from_fields(field_errors(exc.errors(), dotted))
+    status, body = error_reply(_protocol(request), error)
+    return JSONResponse(body, status_code=status)
 
 
 async def _service(request: Request, exc: ServiceError) -> Response:
-    reason = _REASONS.get(type(exc))
-    if reason:
-        _count_prediction_error(request, reason)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    status, body = error_reply(_protocol(request), exc)
+    return JSONResponse(body, status_code=status)
 
 
 async def _http(request: Request, exc: HTTPException) -> Response:

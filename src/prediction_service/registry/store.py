@@ -22,7 +22,7 @@ CHALLENGER = "challenger"
 # Run artifacts written by training and read by serving.
 REFERENCE_FILE = "reference/reference_stats.json"
 TEST_SPLIT_FILE = "reference/test_split.json"
-# The served predictor's portable form (serving/predictors.py: to_bundle / from_bundle).
+# The served predictor's portable form (predictors/portable.py: to_bundle / from_bundle).
 PREDICTOR_FILE = "serving/predictor.npz"
 
 
@@ -79,6 +79,18 @@ class Registry:
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)
+
+    def promote(self, name: str, version: str, previous: str | None) -> None:
+        """Make ``version`` the champion: the one place that moves the champion alias.
+
+        The version records the champion it replaced (what a rollback returns to), and a
+        challenger alias on it is removed: a version is never both.
+        """
+        if previous is not None and previous != version:
+            self.set_version_tags(name, version, {"previous_champion": previous})
+        self.set_alias(name, CHAMPION, version)
+        if self.alias_version(name, CHALLENGER) == version:
+            self.delete_alias(name, CHALLENGER)
 
     # -- versions ----------------------------------------------------------------
     def version_info(self, name: str, version: str, with_run: bool = True) -> ModelVersionInfo:

@@ -8,7 +8,7 @@ from typing import Any
 
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.registry import ModelVersionInfo, Registry
-from prediction_service.registry.store import CHALLENGER, CHAMPION
+from prediction_service.registry.store import CHALLENGER
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.storage.jobs import TrafficStore
 
@@ -96,12 +96,15 @@ class ModelLifecycle:
                 f"{spec.registered_name} version {version} cannot be loaded: {exc}"
             ) from exc
 
-    def _make_champion(self, name: str, model: ServedModel, previous: str | None) -> dict[str, Any]:
+    def _make_champion(
+        self, name: str, model: ServedModel, previous: str | None, record_previous: bool
+    ) -> dict[str, Any]:
         spec = self.store.spec(name)
-        self.registry.set_alias(spec.registered_name, CHAMPION, model.version)
-        if self.registry.alias_version(spec.registered_name, CHALLENGER) == model.version:
-            # Promoting the challenger ends the split.
-            self.registry.delete_alias(spec.registered_name, CHALLENGER)
+        challenger = self.registry.alias_version(spec.registered_name, CHALLENGER)
+        self.registry.promote(
+            spec.registered_name, model.version, previous if record_previous else None
+        )
+        if challenger == model.version:  # promoting the challenger ends the split
             self.traffic.set(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
         self.store.serve(model)
@@ -114,12 +117,7 @@ class ModelLifecycle:
     def _promote(self, name: str, version: str) -> dict[str, Any]:
         spec = self.store.spec(name)
         previous = self.registry.champion_version(spec.registered_name)
-        model = self._load(name, version)
-        if previous is not None and previous != version:
-            self.registry.set_version_tags(
-                spec.registered_name, version, {"previous_champion": previous}
-            )
-        return self._make_champion(name, model, previous)
+        return self._make_champion(name, self._load(name, version), previous, True)
 
     def rollback(self, name: str) -> dict[str, Any]:
         with self._lock:
@@ -136,7 +134,8 @@ class ModelLifecycle:
             raise ConflictError(
                 f"{spec.registered_name} version {current} records no previous champion"
             )
-        return self._make_champion(name, self._load(name, previous), current)
+        # The restored version keeps its own record of what it replaced.
+        return self._make_champion(name, self._load(name, previous), current, False)
 
     def set_traffic(self, name: str, percent: float) -> dict[str, Any]:
         with self._lock:

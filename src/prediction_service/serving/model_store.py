@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.errors import ModelNotLoadedError, UnknownModelError
+from prediction_service.errors import ModelNotLoadedError, NotFoundError, UnknownModelError
 from prediction_service.metrics import Metrics
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import PREDICTOR_FILE, REFERENCE_FILE
-from prediction_service.serving.predictors import PredictFn, from_bundle, make_predictor
+from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
 from prediction_service.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,19 @@ class ModelStore:
                 if draw < percent:
                     return challenger
         return champion
+
+    def served(self, name: str, version: str) -> ServedModel:
+        """The champion or the challenger, whichever is ``version``."""
+        champion = self.get(name)
+        if champion.version == version:
+            return champion
+        challenger = self._challengers.get(name)
+        if challenger is not None and challenger.version == version:
+            return challenger
+        serving = f"champion {champion.version}" + (
+            f", challenger {challenger.version}" if challenger else ""
+        )
+        raise NotFoundError(f"{name} version {version!r} is not served (serving {serving})")
 
     def challenger(self, name: str) -> tuple[ServedModel | None, float]:
         return self._challengers.get(name), self._split.get(name, 0.0)

@@ -1,19 +1,18 @@
-"""Retrain jobs: the training CLI in a child process, watched from the event loop."""
+"""Retrain jobs: the training CLI in a child process, watched by a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
+import subprocess  # nosec B404 - runs our own training module, never a shell
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
@@ -44,6 +43,12 @@ def resolve_data_path(data_dir: Path, raw: str) -> Path:
 
 
 class RetrainRunner:
+    """Runs the training CLI in a child process per job; a thread per job waits for it.
+
+    Nothing here needs an event loop: the web layer calls ``start`` from a worker thread,
+    and so can anything else (the command line, a scheduler).
+    """
+
     def __init__(
         self, settings: Settings, jobs: JobStore, lifecycle: ModelLifecycle, metrics: Metrics
     ) -> None:
@@ -51,8 +56,10 @@ class RetrainRunner:
         self.jobs = jobs
         self.lifecycle = lifecycle
         self.metrics = metrics
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # model -> running job
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}  # model -> running job
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = False
 
     def recover(self) -> int:
         return self.jobs.fail_interrupted(INTERRUPTED)
@@ -62,23 +69,31 @@ class RetrainRunner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    async def start(
+    def start(
         self, model: str, candidates: list[str] | None, data_path: str | None
     ) -> dict[str, Any]:
         spec = self.lifecycle.store.spec(model)
         if candidates is not None:
             select_candidates(spec, tuple(candidates))
         data = None if data_path is None else resolve_data_path(self.settings.data_path, data_path)
-        running = self._tasks.get(model)
-        active = await run_in_threadpool(self.jobs.active, model)
-        if (running and not running.done()) or active:
-            job_id = active["id"] if active else "?"
-            raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
-        job_id = uuid.uuid4().hex
-        job = await run_in_threadpool(
-            self.jobs.create, job_id, model, candidates, str(data) if data else None
-        )
-        self._tasks[model] = asyncio.create_task(self._run(job_id, model, candidates, data))
+        with self._lock:
+            if self._stopping:
+                raise ConflictError("the service is shutting down; no new retrain jobs")
+            running = self._threads.get(model)
+            active = self.jobs.active(model)
+            if (running and running.is_alive()) or active:
+                job_id = active["id"] if active else "?"
+                raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
+            job_id = uuid.uuid4().hex
+            job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
+            thread = threading.Thread(
+                target=self._run,
+                args=(job_id, model, candidates, data),
+                name=f"retrain-{model}",
+                daemon=True,
+            )
+            self._threads[model] = thread
+            thread.start()
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -93,9 +108,7 @@ class RetrainRunner:
                 job["log_tail"] = lines[-20:]
         return job
 
-    async def _run(
-        self, job_id: str, model: str, candidates: list[str] | None, data: Path | None
-    ) -> None:
+    def _run(self, job_id: str, model: str, candidates: list[str] | None, data: Path | None) -> None:
         folder = self.job_dir()
         result_file = folder / f"{job_id}.json"
         cmd = [sys.executable, "-m", "prediction_service.training", model]
@@ -108,31 +121,28 @@ class RetrainRunner:
         self.metrics.retrain_in_progress.labels(model).set(1)
         status, error, outcome = "failed", None, None
         try:
-            await run_in_threadpool(
-                self.jobs.update, job_id, status="running", started_at=datetime.now(UTC)
-            )
+            self.jobs.update(job_id, status="running", started_at=datetime.now(UTC))
             with (folder / f"{job_id}.log").open("wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *cmd,
+                proc = subprocess.Popen(  # nosec B603 - our own interpreter and module, no shell
+                    cmd,
                     stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
+                    stderr=subprocess.STDOUT,
                     env={**os.environ, **self.settings.child_env()},
                     cwd=self.settings.home,
                 )
                 self._procs[model] = proc
-                code = await proc.wait()
-            if code in (0, 3) and result_file.exists():
+                code = proc.wait()
+            if self._stopping:
+                error = INTERRUPTED
+            elif code in (0, 3) and result_file.exists():
                 outcome = json.loads(result_file.read_text())[0]
                 status = "succeeded"
                 if outcome["promoted"]:
                     # Serve the new champion now, not at the next poll, and before the job
                     # says it succeeded: a client that saw "succeeded" gets the new version.
-                    await run_in_threadpool(self.lifecycle.sync, model)
+                    self.lifecycle.sync(model)
             else:
                 error = f"training exited with code {code}; see log_tail"
-        except asyncio.CancelledError:
-            error = INTERRUPTED
-            raise
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             error = f"{type(exc).__name__}: {exc}"
             log.exception("retrain job %s failed", job_id)
@@ -153,13 +163,19 @@ class RetrainRunner:
                     gate_reason=outcome["reason"],
                     metrics=outcome["metrics"],
                 )
-            await asyncio.shield(run_in_threadpool(self.jobs.update, job_id, **values))
+            try:
+                self.jobs.update(job_id, **values)
+            except Exception:  # noqa: BLE001 - the next start marks it interrupted
+                log.exception("could not record the end of retrain job %s", job_id)
 
-    async def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Stop running jobs (they are recorded as interrupted) and wait for their threads."""
+        with self._lock:
+            self._stopping = True
+            threads = list(self._threads.values())
         for proc in list(self._procs.values()):
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.terminate()
-        for task in list(self._tasks.values()):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

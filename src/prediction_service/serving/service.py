@@ -1,4 +1,8 @@
-"""Predictions as plain values: testable without HTTP, called by thin routes."""
+"""Predictions as plain values: a matrix in, a typed result out, whatever the protocol.
+
+Every protocol calls ``PredictionService.predict``, so a prediction is routed between champion
+and challenger, counted, and logged the same way whichever door it came in by.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.errors import BatchTooLargeError
 from prediction_service.metrics import Metrics, observe_many
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
@@ -19,68 +22,80 @@ from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 _FEW_ROWS = 16
 
 
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a model answered for the rows of one request."""
+
+    model: str
+    registered_name: str
+    version: str
+    ids: list[str]  # one prediction id per row
+    values: list[Any]  # per row: the predicted value, or the predicted class's name
+    latency_ms: float  # time in the model, for all the rows
+    classes: tuple[str, ...] | None = None  # classifiers only
+    probabilities: np.ndarray | None = None  # (rows, classes), classifiers only
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 @dataclass(frozen=True)
 class _Instruments:
     """One model version's metric children, looked up once (labels() costs microseconds)."""
 
-    predictions: Any
+    predictions: dict[str, Any]  # by protocol, created on first use
     latency: dict[str, Any]
     values: Any  # regression: predicted values; classification: confidence
     classes: dict[str, Any]
 
 
 class PredictionService:
-    def __init__(
-        self, store: ModelStore, log: PredictionLog, metrics: Metrics, max_batch: int
-    ) -> None:
+    def __init__(self, store: ModelStore, log: PredictionLog, metrics: Metrics) -> None:
         self.store = store
         self.log = log
         self.metrics = metrics
-        self.max_batch = max_batch
         self._instruments: dict[tuple[str, str], _Instruments] = {}
         # Prediction ids: a random per-process prefix and a counter; unique without a
         # system call per id.
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count()
 
-    def check_batch_size(self, n: int) -> None:
-        if n > self.max_batch:
-            raise BatchTooLargeError(
-                f"batch of {n} records exceeds the limit of {self.max_batch}; split it up"
-            )
-
     def predict(
-        self, name: str, X: np.ndarray, request_id: str | None, kind: str
-    ) -> dict[str, Any]:
-        """Predict the rows of ``X`` (already validated, in the spec's feature order)."""
-        model = self.store.choose(name, request_id)
+        self,
+        name: str,
+        X: np.ndarray,
+        protocol: str,
+        request_id: str | None = None,
+        version: str | None = None,
+    ) -> Prediction:
+        """Predict the rows of ``X`` (checked by the model's codec, in the spec's feature order).
+
+        Without ``version``, the champion answers, or for a share of requests the challenger;
+        with it, that served version answers.
+        """
+        store = self.store
+        model = store.choose(name, request_id) if version is None else store.served(name, version)
         started = time.perf_counter()
         try:
             out = model.predict(X)
         except Exception:
-            self.metrics.prediction_errors.labels(name, "model_error").inc()
+            self.metrics.prediction_errors.labels(name, "model_error", protocol).inc()
             raise
         elapsed = time.perf_counter() - started
         n = len(X)
         inst = self._instruments_for(model)
-        inst.predictions.inc(n)
-        inst.latency[kind].observe(elapsed)
+        counter = inst.predictions.get(protocol)
+        if counter is None:
+            counter = inst.predictions[protocol] = self.metrics.predictions.labels(
+                name, model.version, protocol
+            )
+        counter.inc(n)
+        inst.latency["single" if n == 1 else "batch"].observe(elapsed)
         prefix = self._id_prefix
         ids = [f"{prefix}{i:016x}" for i in itertools.islice(self._ids, n)]
         classes, rows = model.classes, out.tolist()
         best = None if classes is None else self._best(out, rows)
         self._count(inst, out, rows, best, classes)
-        if classes is None or best is None:
-            items = [{"prediction": v, "prediction_id": i} for v, i in zip(rows, ids)]
-        else:
-            items = [
-                {
-                    "prediction": classes[b],
-                    "probabilities": dict(zip(classes, p)),
-                    "prediction_id": i,
-                }
-                for b, p, i in zip(best, rows, ids)
-            ]
         latency_ms = elapsed * 1000.0
         # Features and probabilities stay arrays, not lists of lists: numpy arrays are not
         # tracked by the garbage collector, so rows waiting for the writer keep collections
@@ -98,36 +113,21 @@ class PredictionService:
                 predictions=rows if best is None else best,
                 probabilities=None if best is None else out,
                 classes=classes,
+                protocol=protocol,
             )
         )
-        return {
-            "model": name,
-            "registered_name": model.spec.registered_name,
-            "version": model.version,
-            "items": items,
-            "latency_ms": latency_ms,
-        }
-
-    def predict_batch(self, name: str, X: np.ndarray, request_id: str | None) -> dict[str, Any]:
-        """Rows of ``X``, shaped as the batch response."""
-        result = self.predict(name, X, request_id, "batch")
-        items = result.pop("items")
-        return {**result, "count": len(items), "predictions": items}
-
-    def predict_one(
-        self, name: str, record: dict[str, float], request_id: str | None
-    ) -> dict[str, Any]:
-        """One record, shaped as the single-prediction response."""
-        features = self.store.spec(name).feature_names
-        X = np.array([[record[f] for f in features]], dtype=np.float64)
-        result = self.predict(name, X, request_id, "single")
-        return {
-            "model": result["model"],
-            "registered_name": result["registered_name"],
-            "version": result["version"],
-            **result["items"][0],
-            "latency_ms": result["latency_ms"],
-        }
+        if classes is None or best is None:
+            return Prediction(name, model.spec.registered_name, model.version, ids, rows, latency_ms)
+        return Prediction(
+            name,
+            model.spec.registered_name,
+            model.version,
+            ids,
+            [classes[b] for b in best],
+            latency_ms,
+            classes,
+            out,
+        )
 
     def _instruments_for(self, model: ServedModel) -> _Instruments:
         key = (model.name, model.version)
@@ -136,7 +136,7 @@ class PredictionService:
             m, name, version = self.metrics, model.name, model.version
             values = m.prediction_value if model.classes is None else m.prediction_confidence
             inst = _Instruments(
-                predictions=m.predictions.labels(name, version),
+                predictions={},
                 latency={
                     k: m.prediction_latency.labels(name, version, k) for k in ("single", "batch")
                 },

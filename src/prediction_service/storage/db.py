@@ -49,6 +49,8 @@ class PredictionRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="ok")
+    # The door it came in by: native, v2, v2_grpc or mlflow.
+    protocol: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Ground truth, filled in later by feedback.
     actual: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     actual_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -28,7 +28,7 @@ _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
     "id", "created_at", "model", "version", "features", "prediction",
-    "probabilities", "latency_ms", "request_id", "status",
+    "probabilities", "latency_ms", "request_id", "status", "protocol",
 )  # fmt: skip
 
 
@@ -52,6 +52,7 @@ class LogBatch(NamedTuple):
     probabilities: np.ndarray | None = None  # (rows, classes), classifiers only
     classes: Sequence[str] | None = None
     status: str = "ok"
+    protocol: str = "native"
 
     @property
     def size(self) -> int:
@@ -135,11 +136,11 @@ class PredictionLog:
                 (
                     batch.ids[0], created, batch.model, batch.version,
                     dumps(dict(zip(names, features[0]))).decode(), dumps(value).decode(), probs,
-                    batch.latency_ms, batch.request_id, batch.status,
+                    batch.latency_ms, batch.request_id, batch.status, batch.protocol,
                 )
             ]  # fmt: skip
         head = (created, batch.model, batch.version)
-        tail = (batch.latency_ms, batch.request_id, batch.status)
+        tail = (batch.latency_ms, batch.request_id, batch.status, batch.protocol)
         feature_text = [dumps(dict(zip(names, row))).decode() for row in features]
         if classes is None or probabilities is None:
             prediction_text = [dumps(v).decode() for v in values]
@@ -289,7 +290,7 @@ class PredictionLog:
 
 PUBLIC_COLUMNS = (
     "id", "created_at", "model", "version", "features", "prediction",
-    "probabilities", "latency_ms", "request_id", "status", "actual",
+    "probabilities", "latency_ms", "request_id", "status", "protocol", "actual",
 )  # fmt: skip
 
 

@@ -19,12 +19,11 @@ from prediction_service.data import load_dataset
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
-    CHAMPION,
     PREDICTOR_FILE,
     REFERENCE_FILE,
     TEST_SPLIT_FILE,
 )
-from prediction_service.serving.predictors import to_bundle
+from prediction_service.predictors.portable import to_bundle
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator, is_lightgbm
@@ -248,15 +247,12 @@ def run_training(
         if champion_metrics is not None:
             gate_tags[f"champion_test_{metric}"] = f"{champion_metrics[metric]:.6f}"
             gate_tags["compared_with_version"] = champion_before or ""
-        if decision.promote and champion_before is not None:
-            gate_tags["previous_champion"] = champion_before
         registry.set_version_tags(spec.registered_name, version, gate_tags)
         rec.set_tags({"gate_decision": gate_tags["gate_decision"], "registered_version": version})
-        registry.set_alias(
-            spec.registered_name, CHAMPION if decision.promote else CHALLENGER, version
-        )
-        if decision.promote and registry.alias_version(spec.registered_name, CHALLENGER) == version:
-            registry.delete_alias(spec.registered_name, CHALLENGER)
+        if decision.promote:
+            registry.promote(spec.registered_name, version, previous=champion_before)
+        else:
+            registry.set_alias(spec.registered_name, CHALLENGER, version)
 
     return TrainingResult(
         model=spec.name,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import LogDep, StoreDep
+from prediction_service.api.schemas import HistoryPage
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
 
@@ -21,8 +22,8 @@ async def history(
     cursor: Annotated[
         int | None, Query(ge=1, description="next_cursor of the previous page")
     ] = None,
-) -> dict[str, Any]:
+) -> HistoryPage:
     if model is not None:
         store.spec(model)  # 404 for unknown models
     items, next_cursor = await run_in_threadpool(log.history, model, limit, cursor)
-    return {"items": items, "next_cursor": next_cursor}
+    return HistoryPage(items=items, next_cursor=next_cursor)  # type: ignore[arg-type]

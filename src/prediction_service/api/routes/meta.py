@@ -4,82 +4,100 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import psutil
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from prediction_service import __version__
-from prediction_service.api.deps import MetricsDep, StoreDep
+from prediction_service.api.deps import ServicesDep
 from prediction_service.api.responses import JSONResponse
-from prediction_service.storage.db import reachable
+from prediction_service.api.schemas import Health, ModelStatus, Ready, ServiceInfo
+from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/", summary="Service info and links")
-async def root(store: StoreDep) -> dict[str, Any]:
-    return {
-        "name": "prediction-service",
-        "version": __version__,
-        "models": sorted(store.specs),
-        "links": {
+async def root(services: ServicesDep) -> ServiceInfo:
+    return ServiceInfo(
+        name="prediction-service",
+        version=__version__,
+        models=sorted(services.specs),
+        links={
             "docs": "/docs",
             "health": "/health",
             "ready": "/ready",
             "models": "/models",
             "history": "/predictions/history",
             "metrics": "/metrics",
+            "v2": "/v2",
+            "invocations": "/invocations",
         },
-    }
+    )
 
 
-def _models_status(store: Any) -> dict[str, Any]:
+def models_status(store: ModelStore) -> dict[str, ModelStatus]:
     out = {}
-    for name in store.specs:
+    for name, spec in store.specs.items():
         model = store.loaded(name)
-        out[name] = {
-            "loaded": model is not None,
-            "version": model.version if model else None,
-            "registered_name": store.specs[name].registered_name,
-            "error": store.error(name),
-        }
+        out[name] = ModelStatus(
+            loaded=model is not None,
+            version=model.version if model else None,
+            registered_name=spec.registered_name,
+            error=store.error(name),
+        )
     return out
 
 
-@router.get("/health", summary="Liveness, with detail on models, database and registry")
-async def health(request: Request, store: StoreDep) -> dict[str, Any]:
-    state = request.app.state
-    db_ok = await run_in_threadpool(reachable, state.engine)
-    registry_ok = await run_in_threadpool(store.registry.reachable)
-    models = _models_status(store)
-    healthy = db_ok and registry_ok and all(m["loaded"] for m in models.values())
-    return {
-        "status": "ok" if healthy else "degraded",
-        "version": __version__,
-        "uptime_s": round(time.monotonic() - state.started_at, 3),
-        "worker_pid": os.getpid(),
-        "memory_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
-        "models": models,
-        "database": {"reachable": db_ok},
-        "registry": {"reachable": registry_ok},
-    }
-
-
-@router.get("/ready", summary="200 only when every model is loaded")
-async def ready(store: StoreDep) -> Response:
+def not_ready(store: ModelStore) -> str | None:
+    """Why the service is not ready (a model not loaded), or None when it is."""
     missing = {n: store.error(n) or "not loaded" for n in store.specs if store.loaded(n) is None}
-    if missing:
-        detail = "; ".join(f"{n}: {why}" for n, why in missing.items())
-        return JSONResponse({"ready": False, "detail": f"models not loaded: {detail}"}, 503)
+    if not missing:
+        return None
+    return "models not loaded: " + "; ".join(f"{n}: {why}" for n, why in missing.items())
+
+
+@router.get("/health", summary="Liveness, with detail on models, database and registry")
+async def health(services: ServicesDep) -> Health:
+    db_ok = await run_in_threadpool(services.database_reachable)
+    registry_ok = await run_in_threadpool(services.registry.reachable)
+    models = models_status(services.store)
+    healthy = db_ok and registry_ok and all(m.loaded for m in models.values())
+    return Health(
+        status="ok" if healthy else "degraded",
+        version=__version__,
+        uptime_s=round(time.monotonic() - services.started_at, 3),
+        worker_pid=os.getpid(),
+        memory_rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
+        models=models,
+        database={"reachable": db_ok},  # type: ignore[arg-type]
+        registry={"reachable": registry_ok},  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/ready",
+    summary="200 only when every model is loaded",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "a model is not loaded; detail says why"}},
+)
+async def ready(services: ServicesDep) -> Response:
+    why = not_ready(services.store)
+    if why:
+        return JSONResponse({"ready": False, "detail": why}, 503)
     return JSONResponse({"ready": True})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text exposition"}},
+)
 @router.get("/metrics/prometheus", include_in_schema=False)
-async def metrics(request: Request, metrics: MetricsDep) -> Response:
-    metrics.log_queue_depth.set(request.app.state.prediction_log.queue_depth)
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: ServicesDep) -> Response:
+    services.metrics.log_queue_depth.set(services.prediction_log.queue_depth)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Admin
 from prediction_service.api.deps import LifecycleDep, StoreDep
+from prediction_service.api.schemas import ChampionChange, ModelInfo, TrafficState, VersionSummary
 from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -58,13 +59,13 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
 
 
 @router.get("", summary="Every model and what it is serving")
-async def list_models(store: StoreDep) -> list[dict[str, Any]]:
-    return [describe(store, name) for name in store.specs]
+async def list_models(store: StoreDep) -> list[ModelInfo]:
+    return [ModelInfo.model_validate(describe(store, name)) for name in store.specs]
 
 
 @router.get("/{model}", summary="One model and what it is serving")
-async def get_model(model: str, store: StoreDep) -> dict[str, Any]:
-    return describe(store, model)
+async def get_model(model: str, store: StoreDep) -> ModelInfo:
+    return ModelInfo.model_validate(describe(store, model))
 
 
 class PromoteIn(BaseModel):
@@ -78,22 +79,27 @@ class TrafficIn(BaseModel):
 
 
 @router.get("/{model}/versions", summary="Every registered version with aliases and gate decisions")
-async def list_versions(model: str, lifecycle: LifecycleDep) -> list[dict[str, Any]]:
-    return await run_in_threadpool(lifecycle.versions, model)
+async def list_versions(model: str, lifecycle: LifecycleDep) -> list[VersionSummary]:
+    versions = await run_in_threadpool(lifecycle.versions, model)
+    return [VersionSummary.model_validate(v) for v in versions]
 
 
 @router.post("/{model}/promote", dependencies=[Admin], summary="Make a version the champion now")
-async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> dict[str, Any]:
-    return await run_in_threadpool(lifecycle.promote, model, body.version)
+async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> ChampionChange:
+    return ChampionChange.model_validate(
+        await run_in_threadpool(lifecycle.promote, model, body.version)
+    )
 
 
 @router.post("/{model}/rollback", dependencies=[Admin], summary="Restore the previous champion")
-async def rollback(model: str, lifecycle: LifecycleDep) -> dict[str, Any]:
-    return await run_in_threadpool(lifecycle.rollback, model)
+async def rollback(model: str, lifecycle: LifecycleDep) -> ChampionChange:
+    return ChampionChange.model_validate(await run_in_threadpool(lifecycle.rollback, model))
 
 
 @router.post(
     "/{model}/traffic", dependencies=[Admin], summary="Route a share of traffic to the challenger"
 )
-async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> dict[str, Any]:
-    return await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)
+async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> TrafficState:
+    return TrafficState.model_validate(
+        await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)
+    )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import MonitorDep
+from prediction_service.api.schemas import DriftReport, FeedbackOut
 
 router = APIRouter(tags=["monitoring"])
 
@@ -23,10 +22,11 @@ class FeedbackIn(BaseModel):
 
 
 @router.post("/feedback", summary="Record the true value of a logged prediction")
-async def feedback(body: FeedbackIn, monitor: MonitorDep) -> dict[str, Any]:
-    return await run_in_threadpool(monitor.record_feedback, body.prediction_id, body.actual)
+async def feedback(body: FeedbackIn, monitor: MonitorDep) -> FeedbackOut:
+    result = await run_in_threadpool(monitor.record_feedback, body.prediction_id, body.actual)
+    return FeedbackOut.model_validate(result)
 
 
 @router.get("/drift/{model}", summary="Per-feature drift of recent traffic vs the training data")
-async def drift(model: str, monitor: MonitorDep) -> dict[str, Any]:
-    return await run_in_threadpool(monitor.drift, model)
+async def drift(model: str, monitor: MonitorDep) -> DriftReport:
+    return DriftReport.model_validate(await run_in_threadpool(monitor.drift, model))

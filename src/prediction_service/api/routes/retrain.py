@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from prediction_service.api.auth import Admin
 from prediction_service.api.deps import RetrainDep
 from prediction_service.api.responses import JSONResponse
+from prediction_service.api.schemas import RetrainJob, RetrainJobs
 
 router = APIRouter(prefix="/retrain", tags=["retrain"], dependencies=[Admin])
 
@@ -26,15 +27,16 @@ class RetrainIn(BaseModel):
     )
 
 
-@router.post("", status_code=202, summary="Start a retrain job")
+@router.post("", status_code=202, summary="Start a retrain job", response_model=RetrainJob)
 async def start(body: RetrainIn, runner: RetrainDep) -> JSONResponse:
-    job = await runner.start(body.model, body.candidates, body.data_path)
-    return JSONResponse(job, status_code=202, headers={"Location": f"/retrain/{job['id']}"})
+    job = await run_in_threadpool(runner.start, body.model, body.candidates, body.data_path)
+    content = RetrainJob.model_validate(job).model_dump()
+    return JSONResponse(content, status_code=202, headers={"Location": f"/retrain/{job['id']}"})
 
 
 @router.get("/{job_id}", summary="One job's status, outcome and progress")
-async def get_job(job_id: str, runner: RetrainDep) -> dict[str, Any]:
-    return await run_in_threadpool(runner.get, job_id)
+async def get_job(job_id: str, runner: RetrainDep) -> RetrainJob:
+    return RetrainJob.model_validate(await run_in_threadpool(runner.get, job_id))
 
 
 @router.get("", summary="Recent jobs, newest first")
@@ -42,5 +44,6 @@ async def list_jobs(
     runner: RetrainDep,
     model: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(runner.jobs.list, model, limit)}
+) -> RetrainJobs:
+    items = await run_in_threadpool(runner.jobs.list, model, limit)
+    return RetrainJobs(items=items)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ _P = ctypes.c_void_p
 @cache
 def _kernel() -> Any | None:
     """The native library, or None when it was not built (no C compiler at install)."""
-    spec = importlib.util.find_spec("prediction_service.serving._forest")
+    spec = importlib.util.find_spec("prediction_service.predictors._forest")
     if spec is None or spec.origin is None:
         log.warning("native forest kernel not built; LightGBM predicts instead")
         return None

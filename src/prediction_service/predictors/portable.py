@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.serving.forest import Forest
+from prediction_service.predictors.forest import Forest
 
 log = logging.getLogger(__name__)
 

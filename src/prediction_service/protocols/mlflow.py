@@ -1,0 +1,155 @@
+"""MLflow's scoring protocol (``mlflow models serve``): ``POST /invocations``.
+
+JSON bodies hold exactly one of ``dataframe_split``, ``dataframe_records``, ``instances`` or
+``inputs`` (and optionally ``params``, which these models do not take); ``text/csv`` bodies are
+a header row and rows of numbers. The answer is ``{"predictions": [...]}``: values for
+regressors, class names for classifiers, as the model's pyfunc ``predict`` gives.
+
+At ``/invocations`` the model is the one whose features are exactly the columns sent; at
+``/models/<model>/invocations`` it is named, and rows without column names are taken in the
+spec's feature order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
+from prediction_service.serving.codec import FeatureCodec
+from prediction_service.serving.service import Prediction
+
+PROTOCOL = "mlflow"
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_ERROR_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 422: "BAD_REQUEST"}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What the body holds, before a model is chosen."""
+
+    kind: str  # records | columns | matrix
+    data: Any
+    columns: list[str] | None  # the column names sent, if any
+
+
+def _bad(message: str) -> InvalidInputError:
+    return InvalidInputError(f"invalid input: {message}")
+
+
+def decode(body: bytes, content_type: str | None) -> Payload:
+    mime, _, options = (content_type or "application/json").partition(";")
+    mime = mime.strip().lower()
+    charset = options.partition("charset=")[2].strip().lower() or "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(f"only UTF-8 bodies are accepted, not {charset}")
+    if mime == "text/csv":
+        return _decode_csv(body)
+    if mime != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"content type {mime!r} is not accepted; send application/json or text/csv"
+        )
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"the body is not valid JSON: {exc}") from None
+    keys = [k for k in FORMATS if isinstance(doc, dict) and k in doc]
+    if len(keys) != 1 or set(doc) - {keys[0], "params"}:
+        raise _bad(
+            "the body must be a JSON object with exactly one of the fields "
+            f"{', '.join(FORMATS)} (and optionally params)"
+        )
+    key = keys[0]
+    data = doc[key]
+    if key == "dataframe_split":
+        if type(data) is not dict or type(data.get("data")) is not list:
+            raise _bad('dataframe_split needs "data": a list of rows (and "columns")')
+        columns = data.get("columns")
+        if columns is not None and not (
+            type(columns) is list and all(isinstance(c, str) for c in columns)
+        ):
+            raise _bad("dataframe_split.columns must be a list of names")
+        return Payload("matrix", data["data"], columns)
+    if key == "dataframe_records":
+        return _records(data, key)
+    # instances and inputs: records, a mapping of columns, or rows of values
+    if type(data) is dict:
+        if all(type(v) is list for v in data.values()):
+            return Payload("columns", data, list(data))
+        return Payload("records", [data], list(data))  # one record
+    if type(data) is list and data and all(type(r) is dict for r in data):
+        return _records(data, key)
+    return Payload("matrix", data, None)
+
+
+def _records(data: Any, key: str) -> Payload:
+    if type(data) is not list or not data or type(data[0]) is not dict:
+        raise _bad(f"{key} must be a non-empty list of records")
+    return Payload("records", data, list(data[0]))
+
+
+def _decode_csv(body: bytes) -> Payload:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad(f"the CSV body is not UTF-8: {exc}") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    if len(rows) < 2:
+        raise _bad("a CSV body needs a header row and at least one row of values")
+    header, values = [h.strip() for h in rows[0]], rows[1:]
+    matrix = np.empty((len(values), len(header)), dtype=np.float64)
+    for i, row in enumerate(values, 1):
+        if len(row) != len(header):
+            raise _bad(f"CSV row {i} has {len(row)} values for {len(header)} columns")
+        for j, cell in enumerate(row):
+            try:
+                matrix[i - 1, j] = float(cell)
+            except ValueError:
+                raise _bad(f"CSV row {i}, column {header[j]!r}: {cell!r} is not a number") from None
+    return Payload("matrix", matrix, header)
+
+
+def choose_model(payload: Payload, codecs: Mapping[str, FeatureCodec]) -> str:
+    """The one model whose features are exactly the columns sent."""
+    if payload.columns is None:
+        raise _bad(
+            "rows without column names need the model in the path: /models/<model>/invocations"
+        )
+    sent = set(payload.columns)
+    matches = [name for name, codec in codecs.items() if set(codec.names) == sent]
+    if len(matches) == 1:
+        return matches[0]
+    takes = "; ".join(f"{n}: {', '.join(c.names)}" for n, c in codecs.items())
+    raise _bad(f"the columns {sorted(sent)} match no model's features exactly; {takes}")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    if len(loc) >= 2:
+        return f"row {loc[0]}: {loc[1]}"
+    return "rows"
+
+
+def features(codec: FeatureCodec, payload: Payload) -> np.ndarray:
+    if payload.kind == "records":
+        return codec.records(payload.data, where=_where)
+    if payload.kind == "columns":
+        return codec.columns(payload.data, where=_where)
+    return codec.matrix(payload.data, payload.columns, where=_where)
+
+
+def encode(p: Prediction) -> bytes:
+    return orjson.dumps({"predictions": p.values})
+
+
+def error_body(exc: ServiceError) -> dict[str, Any]:
+    """MLflow's error shape (``MlflowException.serialize_as_json``)."""
+    return {
+        "error_code": _ERROR_CODES.get(exc.status_code, "INTERNAL_ERROR"),
+        "message": exc.message,
+    }

@@ -1,0 +1,157 @@
+"""The core, built without the web framework: every protocol adapter is handed one ``Services``.
+
+``build_services(settings)`` assembles the parts (nothing starts yet); ``start()`` brings up
+the prediction-log schema, loads every champion, starts the log writer and the background
+loops (registry polls, drift checks); ``close()`` stops them and drains the log. The REST
+app, the gRPC server and the tests all use the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from prediction_service.metrics import Metrics
+from prediction_service.registry import Registry
+from prediction_service.serving.codec import FeatureCodec, example_row
+from prediction_service.serving.lifecycle import ModelLifecycle
+from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.monitoring import Monitor
+from prediction_service.serving.retrain import RetrainRunner
+from prediction_service.serving.service import PredictionService
+from prediction_service.settings import Settings
+from prediction_service.specs import ModelSpec, load_specs
+from prediction_service.storage.db import make_engine, migrate, reachable
+from prediction_service.storage.jobs import JobStore, TrafficStore
+from prediction_service.storage.prediction_log import PredictionLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    specs: dict[str, ModelSpec]
+    codecs: dict[str, FeatureCodec]
+    metrics: Metrics
+    engine: Engine
+    registry: Registry
+    store: ModelStore
+    lifecycle: ModelLifecycle
+    prediction_log: PredictionLog
+    predictions: PredictionService
+    monitor: Monitor
+    retrain: RetrainRunner
+    started_at: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _loops: list[threading.Thread] = field(default_factory=list)
+
+    def codec(self, name: str) -> FeatureCodec:
+        """The named model's codec; 404 naming the known models for any other name."""
+        codec = self.codecs.get(name)
+        if codec is None:
+            self.store.spec(name)  # raises UnknownModelError
+        return codec  # type: ignore[return-value]
+
+    @property
+    def started(self) -> bool:
+        return self.started_at > 0
+
+    def start(self) -> None:
+        """Bring everything up; a database or registry that is down is reported, not fatal."""
+        if self.started:
+            return
+        self.started_at = time.monotonic()
+        try:
+            migrate(self.engine)
+        except Exception:  # noqa: BLE001 - predictions work without the log; writes are counted
+            log.exception("prediction log database unavailable at start-up")
+        self.lifecycle.sync_all()
+        try:
+            interrupted = self.retrain.recover()
+            if interrupted:
+                log.warning("marked %d interrupted retrain job(s) as failed", interrupted)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; serving goes on
+            log.error("could not check for interrupted retrain jobs: %s", exc)
+        self.prediction_log.start()
+        s = self.settings
+        self._every(s.reload_interval_s, self.lifecycle.sync_all)
+        self._every(s.drift_interval_s, self.monitor.check_all)
+        if self.metrics.multiprocess:
+            # A scrape samples only the worker it reaches; the others must sample themselves.
+            self._every(5.0, self.metrics.sample_process)
+
+    def close(self) -> None:
+        """Stop the loops and retrain jobs, write every queued prediction, release the pool."""
+        self._stop.set()
+        for thread in self._loops:
+            thread.join(10.0)
+        self.retrain.shutdown()
+        self.prediction_log.close()
+        self.engine.dispose()
+        self.metrics.close()
+
+    def database_reachable(self) -> bool:
+        return reachable(self.engine)
+
+    def _every(self, interval_s: float, job: Callable[[], None]) -> None:
+        """Run ``job`` every ``interval_s`` on a thread of its own until ``close``.
+
+        The first run waits a random part of the interval, so several workers or replicas
+        spread their registry polls instead of arriving together.
+        """
+        name = getattr(job, "__qualname__", repr(job))
+
+        def loop() -> None:
+            wait = random.uniform(0, interval_s)  # nosec B311 - jitter, not security
+            while not self._stop.wait(wait):
+                try:
+                    job()
+                except Exception:  # noqa: BLE001 - keep going whatever happened this round
+                    log.exception("background job %s failed", name)
+                wait = interval_s
+
+        thread = threading.Thread(target=loop, name=f"every-{name}", daemon=True)
+        self._loops.append(thread)
+        thread.start()
+
+
+def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+    """Assemble the core for ``settings``; nothing runs until ``start()``."""
+    specs = load_specs(settings.specs_path)
+    metrics = metrics or Metrics()
+    engine = make_engine(settings.effective_database_url)
+    registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
+    store = ModelStore(specs, registry, metrics)
+    lifecycle = ModelLifecycle(store, registry, TrafficStore(engine))
+    prediction_log = PredictionLog(
+        engine,
+        metrics,
+        max_queue=settings.log_queue_size,
+        batch_size=settings.log_batch_size,
+        flush_interval_s=settings.log_flush_interval_s,
+    )
+    codecs = {
+        name: FeatureCodec(spec, settings.max_batch_size, example_row(spec, settings.home))
+        for name, spec in specs.items()
+    }
+    return Services(
+        settings=settings,
+        specs=specs,
+        codecs=codecs,
+        metrics=metrics,
+        engine=engine,
+        registry=registry,
+        store=store,
+        lifecycle=lifecycle,
+        prediction_log=prediction_log,
+        predictions=PredictionService(store, prediction_log, metrics),
+        monitor=Monitor(store, prediction_log, metrics, settings),
+        retrain=RetrainRunner(settings, JobStore(engine), lifecycle, metrics),
+    )
