@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SRC := src tests bench train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train test lint format typecheck bench clean
+.PHONY: help install install-dev run serve train test lint format typecheck bench grpc clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,10 @@ typecheck: install-dev  ## mypy over src/
 
 bench: install-dev  ## benchmark against mlflow models serve and a constant-reply ceiling (needs wrk)
 	$(PY) bench/run.py
+
+grpc: install-dev  ## regenerate the gRPC modules from protocols/v2_grpc/grpc_predict_v2.proto
+	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src \
+		src/prediction_service/protocols/v2_grpc/grpc_predict_v2.proto
 
 clean:  ## remove the virtual environment and caches (keeps mlruns/ and logs/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.registry import Registry
 from prediction_service.predictors.portable import estimator_predict, make_predictor
+from prediction_service.registry import Registry
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prediction_service.metrics import Metrics, observe_many
-from prediction_service.serving import forest as forest_module
+from prediction_service.predictors import forest as forest_module
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import make_predictor
 

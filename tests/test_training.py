@@ -44,6 +44,7 @@ def test_shipped_models_meet_their_targets(trained: Trained) -> None:
 def test_champion_loads_back_by_alias_and_classifies_setosa(trained: Trained) -> None:
     settings, _ = trained
     mlflow.set_tracking_uri(settings.effective_tracking_uri)
+    mlflow.set_registry_uri(settings.effective_tracking_uri)
     model = mlflow.sklearn.load_model("models:/IrisBestModel@champion")
     proba = model.predict_proba(np.array([[5.1, 3.5, 1.4, 0.2]]))[0]
     assert model.classes_[int(np.argmax(proba))] == "setosa"
@@ -52,7 +53,8 @@ def test_champion_loads_back_by_alias_and_classifies_setosa(trained: Trained) ->
 
 def test_runs_record_candidates_dataset_reference_and_tags(trained: Trained) -> None:
     settings, results = trained
-    client = MlflowClient(settings.effective_tracking_uri)
+    uri = settings.effective_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     for name, result in results.items():
         run = client.get_run(result.run_id)
         tags = run.data.tags

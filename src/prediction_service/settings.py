@@ -42,6 +42,7 @@ class Settings(BaseSettings):
         le=65535,
         description="serve the Open Inference Protocol over gRPC on this port (off when unset)",
     )
+    grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
     grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
     log_queue_size: int = Field(default=100_000, ge=1)
     log_batch_size: int = Field(default=500, ge=1)

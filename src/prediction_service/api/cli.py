@@ -23,11 +23,12 @@ def prepare_multiprocess_metrics(workers: int) -> None:
             stale.unlink()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "run_api.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_api.py",
-        description="Serve every model's champion over HTTP. Settings come from PREDICT_* "
-        "environment variables (see README).",
+        prog=prog,
+        description="Serve every model's champion over HTTP (our REST protocol, the Open "
+        "Inference Protocol and MLflow's /invocations) and, with PREDICT_GRPC_PORT set, over "
+        "gRPC. Settings come from PREDICT_* environment variables (see README).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -42,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if args.workers < 1:
-        build_parser().error("--workers must be at least 1")
+        parser.error("--workers must be at least 1")
     prepare_multiprocess_metrics(args.workers)
     uvicorn.run(
         "prediction_service.api.app:create_app",

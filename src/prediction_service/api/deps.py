@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from prediction_service.services import Services
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.retrain import RetrainRunner
-from prediction_service.services import Services
 from prediction_service.storage.prediction_log import PredictionLog
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -123,7 +122,9 @@ class PredictionLanes:
             self._exact[f"/models/{name}/invocations"] = self._mlflow(name)
 
     def _v2(self, model: str, version: str | None) -> Lane:
-        path = "/v2/models/{model}/versions/{version}/infer" if version else "/v2/models/{model}/infer"
+        path = (
+            "/v2/models/{model}/versions/{version}/infer" if version else "/v2/models/{model}/infer"
+        )
         return Lane(path, v2.PROTOCOL, v2_infer, model, version, self.max_body)
 
     def _mlflow(self, model: str | None) -> Lane:
@@ -173,7 +174,9 @@ class PredictionLanes:
                 reply = self.answer(lane, request)
             else:
                 reply = await run_in_threadpool(self.answer, lane, request)
-        await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+        await send(
+            {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
+        )
         await send({"type": "http.response.body", "body": reply.body})
 
     def answer(self, lane: Lane, request: Request) -> Reply:

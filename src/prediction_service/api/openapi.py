@@ -56,7 +56,9 @@ def _operation(
     description: str = "",
     parameters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": "the prediction", "content": _json(_ref(reply))}}
+    responses: dict[str, Any] = {
+        "200": {"description": "the prediction", "content": _json(_ref(reply))}
+    }
     for status in statuses:
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(_ref(error))}
     op: dict[str, Any] = {

@@ -140,7 +140,7 @@ class FeatureCodec:
         self.batch_model = batch_model(spec, self.record_model, max_rows)
         self._one: TypeAdapter[Any] = TypeAdapter(self.record_model)
         self._many: TypeAdapter[Any] = TypeAdapter(
-            Annotated[list[self.record_model], Field(min_length=1)]  # type: ignore[name-defined]
+            Annotated[list[self.record_model], Field(min_length=1)]  # type: ignore[name-defined,arg-type]
         )
         self._batch: TypeAdapter[Any] = TypeAdapter(self.batch_model)
 

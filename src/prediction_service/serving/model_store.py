@@ -19,9 +19,9 @@ import numpy as np
 
 from prediction_service.errors import ModelNotLoadedError, NotFoundError, UnknownModelError
 from prediction_service.metrics import Metrics
+from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import PREDICTOR_FILE, REFERENCE_FILE
-from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
 from prediction_service.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,15 @@ class ModelStore:
                 self._challengers[name] = model
                 self._split[name] = percent
         self.metrics.challenger_percent.labels(name).set(percent if model is not None else 0)
+
+    def not_ready(self) -> str | None:
+        """Why the service cannot answer for every model yet, or None when it can."""
+        missing = {
+            n: self._errors.get(n, "not loaded") for n in self.specs if n not in self._models
+        }
+        if not missing:
+            return None
+        return "models not loaded: " + "; ".join(f"{n}: {why}" for n, why in missing.items())
 
     def loaded(self, name: str) -> ServedModel | None:
         return self._models.get(name)

@@ -108,7 +108,9 @@ class RetrainRunner:
                 job["log_tail"] = lines[-20:]
         return job
 
-    def _run(self, job_id: str, model: str, candidates: list[str] | None, data: Path | None) -> None:
+    def _run(
+        self, job_id: str, model: str, candidates: list[str] | None, data: Path | None
+    ) -> None:
         folder = self.job_dir()
         result_file = folder / f"{job_id}.json"
         cmd = [sys.executable, "-m", "prediction_service.training", model]

@@ -117,7 +117,9 @@ class PredictionService:
             )
         )
         if classes is None or best is None:
-            return Prediction(name, model.spec.registered_name, model.version, ids, rows, latency_ms)
+            return Prediction(
+                name, model.spec.registered_name, model.version, ids, rows, latency_ms
+            )
         return Prediction(
             name,
             model.spec.registered_name,

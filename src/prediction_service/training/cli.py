@@ -20,10 +20,10 @@ from prediction_service.training.pipeline import TrainOptions, run_training
 EXIT_NOT_PROMOTED = 3
 
 
-def build_parser(model: str | None) -> argparse.ArgumentParser:
+def build_parser(model: str | None, prog: str | None = None) -> argparse.ArgumentParser:
     what = f"the {model!r} model" if model else "one or more models"
     parser = argparse.ArgumentParser(
-        prog=f"train_{model}.py" if model else "python -m prediction_service.training",
+        prog=prog or (f"train_{model}.py" if model else "python -m prediction_service.training"),
         description=(
             f"Train {what} from its spec in config/models/, log every candidate to MLflow, "
             "register the best and give it the 'champion' alias if it passes the quality gate."
@@ -62,8 +62,8 @@ def build_parser(model: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, model: str | None = None) -> int:
-    args = build_parser(model).parse_args(argv)
+def main(argv: list[str] | None = None, model: str | None = None, prog: str | None = None) -> int:
+    args = build_parser(model, prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, object] = {}
     if args.tracking_uri:

@@ -16,6 +16,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
+from prediction_service.predictors.portable import to_bundle
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
@@ -23,7 +24,6 @@ from prediction_service.registry.store import (
     REFERENCE_FILE,
     TEST_SPLIT_FILE,
 )
-from prediction_service.predictors.portable import to_bundle
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator, is_lightgbm

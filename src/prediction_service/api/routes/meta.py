@@ -52,14 +52,6 @@ def models_status(store: ModelStore) -> dict[str, ModelStatus]:
     return out
 
 
-def not_ready(store: ModelStore) -> str | None:
-    """Why the service is not ready (a model not loaded), or None when it is."""
-    missing = {n: store.error(n) or "not loaded" for n in store.specs if store.loaded(n) is None}
-    if not missing:
-        return None
-    return "models not loaded: " + "; ".join(f"{n}: {why}" for n, why in missing.items())
-
-
 @router.get("/health", summary="Liveness, with detail on models, database and registry")
 async def health(services: ServicesDep) -> Health:
     db_ok = await run_in_threadpool(services.database_reachable)
@@ -85,7 +77,7 @@ async def health(services: ServicesDep) -> Health:
     responses={503: {"model": Ready, "description": "a model is not loaded; detail says why"}},
 )
 async def ready(services: ServicesDep) -> Response:
-    why = not_ready(services.store)
+    why = services.store.not_ready()
     if why:
         return JSONResponse({"ready": False, "detail": why}, 503)
     return JSONResponse({"ready": True})

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from prediction_service.api.deps import ServicesDep
-from prediction_service.api.routes.meta import not_ready
 
 router = APIRouter(tags=["mlflow scoring protocol"])
 
@@ -20,7 +19,7 @@ router = APIRouter(tags=["mlflow scoring protocol"])
     responses={200: {"content": {"application/json": {}}}, 503: {"description": "not ready"}},
 )
 async def ping(services: ServicesDep) -> Response:
-    status = 503 if not_ready(services.store) else 200
+    status = 503 if services.store.not_ready() else 200
     return Response("\n", status_code=status, media_type="application/json")
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
 from prediction_service.api.deps import ServicesDep, StoreDep
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.routes.meta import not_ready
 from prediction_service.api.schemas import (
     V2Error,
     V2Live,
@@ -19,8 +20,8 @@ from prediction_service.api.schemas import (
 from prediction_service.protocols import v2
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-NOT_READY = {503: {"description": "not ready", "model": V2Ready}}
-MODEL_ERRORS = {
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "not ready", "model": V2Ready}}
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown model or version", "model": V2Error},
     503: {"description": "the model is not loaded", "model": V2Error},
 }
@@ -36,9 +37,11 @@ async def live() -> V2Live:
     return V2Live(live=True)
 
 
-@router.get("/health/ready", summary="Server readiness", response_model=V2Ready, responses=NOT_READY)
+@router.get(
+    "/health/ready", summary="Server readiness", response_model=V2Ready, responses=NOT_READY
+)
 async def ready(services: ServicesDep) -> Response:
-    is_ready = not_ready(services.store) is None
+    is_ready = services.store.not_ready() is None
     return JSONResponse({"ready": is_ready}, 200 if is_ready else 503)
 
 

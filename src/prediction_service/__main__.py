@@ -1,0 +1,3 @@
+from prediction_service.cli import main
+
+raise SystemExit(main())
