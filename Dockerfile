@@ -36,7 +36,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PREDICT_HOME=/app \
     WORKERS=2 \
-    PORT=8000
+    PORT=8000 \
+    PREDICT_GRPC_HOST=0.0.0.0 \
+    PREDICT_GRPC_PORT=8001
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
     && rm -rf /var/lib/apt/lists/* \
@@ -47,7 +49,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=app:app /app /app
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 USER 10001:10001
-EXPOSE 8000
+# HTTP (our REST, the Open Inference Protocol, /invocations) and gRPC (the same protocol).
+EXPOSE 8000 8001
 VOLUME ["/app/mlruns", "/app/logs"]
 # The slim image has no curl: ask /ready with the Python that is there.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \

@@ -1,7 +1,8 @@
 """Peers and load generators for `make bench`: Seldon MLServer on our champions, gRPC load.
 
 MLServer 1.7 pins libraries this project does not use (FastAPI 0.115 among them), so it lives
-in a virtual environment of its own, ``bench/.venv-mlserver`` (made on first use from
+in a virtual environment of its own, outside the repository where no linter walks it
+(``~/.cache/prediction-service/mlserver-1.7.1``, made on first use from
 ``bench/requirements-mlserver.txt``). Our champions are exported to its runtimes: a
 LightGBM model as the booster's text file (``mlserver_lightgbm``), anything else as a joblib
 file (``mlserver_sklearn``). Its default worker pool does not start on Python 3.11 here,
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MLSERVER_VENV = ROOT / "bench" / ".venv-mlserver"
+MLSERVER_VENV = Path.home() / ".cache" / "prediction-service" / "mlserver-1.7.1"
 MLSERVER_REQUIREMENTS = ROOT / "bench" / "requirements-mlserver.txt"
 INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -98,7 +99,7 @@ def v2_body(record: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def grpc_frame(model: str, record: dict[str, float]) -> bytes:
+def grpc_frame(model: str, record: dict[str, float], outputs: list[str]) -> bytes:
     """A length-prefixed ``ModelInferRequest`` (typed FP64 contents), as gRPC sends it."""
     from prediction_service.protocols.v2_grpc import grpc_predict_v2_pb2 as pb
 
@@ -106,14 +107,25 @@ def grpc_frame(model: str, record: dict[str, float]) -> bytes:
     request = pb.ModelInferRequest(model_name=model)
     tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[1, len(values)])
     tensor.contents.fp64_contents.extend(values)
+    for name in outputs:
+        request.outputs.add(name=name)
     payload = request.SerializeToString()
     return struct.pack(">BI", 0, len(payload)) + payload
+
+
+def check_grpc(port: int, frame: bytes) -> None:
+    """One real call: h2load counts HTTP 200s, and a failed gRPC call is an HTTP 200 too."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        channel.unary_unary(INFER_PATH)(frame[5:], timeout=10)  # raises on a gRPC error
 
 
 def h2load(port: int, frame: bytes, connections: int, seconds: int) -> dict[str, float]:
     """Unary gRPC calls at ``connections`` concurrent streams for ``seconds``."""
     if not shutil.which("h2load"):
         raise RuntimeError("h2load is missing: apt-get install nghttp2-client")
+    check_grpc(port, frame)
     body = Path(tempfile.mkstemp(suffix=".bin")[1])
     body.write_bytes(frame)
     try:

@@ -1,9 +1,12 @@
-"""Benchmark the API against `mlflow models serve` and a constant-reply ceiling, in one run.
+"""Benchmark the API against its peers and the HTTP ceilings, in one run.
 
 `make bench` (or `python bench/run.py --help`). Trains both models into a fresh registry
-(timing it), then starts each server in turn on loopback, warms it, drives it with wrk,
-stops it by its process id, and writes bench/results/latest.json and latest.md. Absolute
-numbers move from machine to machine; the ratios within one run are what to compare.
+(timing it), then starts the servers on loopback, warms them, drives them with wrk (HTTP) or
+h2load (gRPC) and stops them by process group: ours (every protocol) beside Seldon MLServer
+on the same champions (alternating runs), `mlflow models serve`, and two constant-reply
+ceilings (FastAPI, and a bare ASGI app). Writes bench/results/latest.json and latest.md and
+refreshes the README table. Absolute numbers move from machine to machine; the ratios
+within one run are what to compare.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/run.py` finds the bench package beside peers
 RESULTS = ROOT / "bench" / "results"
 IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 HOUSING = {
@@ -146,6 +150,8 @@ def mlflow_body(records: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import peers
+
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {
         **os.environ,
@@ -161,8 +167,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "duration_s": args.seconds,
+        "rounds": args.rounds,
         "training_s": {},
         "single": {},
+        "protocols": {},
         "batch_rows_per_s": {},
         "cold_start_s": {},
         "rss_mb": {},
@@ -178,25 +186,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
     batches = {n: frame.sample(n, random_state=0).to_dict(orient="records") for n in (1000, 10000)}
-    single = result["single"]
+    single, protocols = result["single"], result["protocols"]
+    records = {"iris": IRIS, "housing": HOUSING}
 
-    # -- ours --------------------------------------------------------------------------
-    port = free_port()
+    # -- ours, and Seldon MLServer on the same champions (both up; points alternate) ----
+    mlserver_dir = work / "mlserver"
+    ml_http, ml_grpc = free_port(), free_port()
+    peers.export_for_mlserver(
+        env["PREDICT_TRACKING_URI"], work / "artifacts", mlserver_dir, ml_http, ml_grpc
+    )
+    mlserver_cmd = [*peers.mlserver_command(), "start", str(mlserver_dir)]
+    port, grpc_port = free_port(), free_port()
     cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning"]
-    with server(cmd, "/ready", port, env) as s:
+    api_env = {**env, "PREDICT_GRPC_PORT": str(grpc_port)}
+    with (
+        server(cmd, "/ready", port, api_env) as s,
+        server(mlserver_cmd, "/v2/health/ready", ml_http, env) as m,
+    ):
         result["cold_start_s"]["api"] = round(s["cold_start_s"], 2)
-        for model, body in (("iris", IRIS), ("housing", HOUSING)):
+        result["cold_start_s"]["mlserver"] = round(m["cold_start_s"], 2)
+        for model, body in records.items():
             url = f"{s['url']}/predict/{model}"
             warm(url, body)
             for c in args.connections:
                 log(f"api /predict/{model} c={c}")
                 single[f"api {model} c{c}"] = wrk(url, body, c, args.seconds)
+        c = max(args.connections)
+        for model, body in records.items():
+            v2 = peers.v2_body(body)
+            # MLServer's gRPC encoder fails on string class names ("expected bytes, str
+            # found"), so for classifiers both servers are asked for predict_proba only.
+            outputs = ["predict_proba"] if model == "iris" else []
+            frame_ = peers.grpc_frame(model, body, outputs)
+            points = {
+                "v2 rest": lambda u: wrk(f"{u}/v2/models/{model}/infer", v2, c, args.seconds),
+                "v2 grpc": lambda g: peers.h2load(g, frame_, c, args.seconds),
+            }
+            targets = {
+                "v2 rest": {"ours": s["url"], "mlserver": m["url"]},
+                "v2 grpc": {"ours": grpc_port, "mlserver": ml_grpc},
+            }
+            warm(f"{s['url']}/v2/models/{model}/infer", v2, 100)
+            warm(f"{m['url']}/v2/models/{model}/infer", v2, 100)
+            for lane, measure in points.items():
+                runs: dict[str, list[dict[str, float]]] = {"ours": [], "mlserver": []}
+                for r in range(args.rounds):
+                    for who, target in targets[lane].items():
+                        log(f"{who} {lane} {model} c={c} (round {r + 1})")
+                        runs[who].append(measure(target))  # type: ignore[operator]
+                for who, measured in runs.items():
+                    protocols[f"{who} {lane} {model}"] = median_run(measured)
+        for model, body in records.items():
+            url = f"{s['url']}/invocations"
+            warm(url, mlflow_body([body]), 100)
+            log(f"api /invocations {model} c={c}")
+            protocols[f"ours invocations {model}"] = wrk(url, mlflow_body([body]), c, args.seconds)
         result["rss_mb"]["api"] = round(tree_rss(s["pid"]) / 2**20, 1)
-        for n, records in batches.items():
+        result["rss_mb"]["mlserver"] = round(tree_rss(m["pid"]) / 2**20, 1)
+        for n, rows in batches.items():
             log(f"api batch {n}")
             result["batch_rows_per_s"][f"api {n}"] = round(
                 rows_per_second(
-                    f"{s['url']}/predict/housing/batch", {"records": records}, n, args.batch_calls
+                    f"{s['url']}/predict/housing/batch", {"records": rows}, n, args.batch_calls
                 )
             )
         metrics = requests.get(f"{s['url']}/metrics", timeout=10).text
@@ -220,24 +271,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 single[f"mlflow {model} c{c}"] = wrk(url, mlflow_body([body]), c, args.seconds)
             result["rss_mb"][f"mlflow {model}"] = round(tree_rss(s["pid"]) / 2**20, 1)
             if model == "housing":
-                for n, records in batches.items():
+                for n, rows in batches.items():
                     log(f"mlflow batch {n}")
                     result["batch_rows_per_s"][f"mlflow {n}"] = round(
-                        rows_per_second(url, mlflow_body(records), n, args.batch_calls)
+                        rows_per_second(url, mlflow_body(rows), n, args.batch_calls)
                     )
 
-    # -- the HTTP ceiling --------------------------------------------------------------
-    port = free_port()
-    with server(
-        [sys.executable, "bench/ceiling.py", "--port", str(port)], "/ready", port, env
-    ) as s:
-        url = f"{s['url']}/predict/iris"
-        warm(url, IRIS)
-        for c in args.connections:
-            log(f"ceiling c={c}")
-            single[f"ceiling c{c}"] = wrk(url, IRIS, c, args.seconds)
+    # -- the HTTP ceilings: FastAPI answering a constant, and a bare ASGI app -----------
+    for label, extra in (("ceiling", []), ("bare", ["--bare"])):
+        port = free_port()
+        cmd = [sys.executable, "bench/ceiling.py", "--port", str(port), *extra]
+        with server(cmd, "/ready", port, env) as s:
+            url = f"{s['url']}/predict/iris"
+            warm(url, IRIS)
+            for c in args.connections:
+                log(f"{label} c={c}")
+                single[f"{label} c{c}"] = wrk(url, IRIS, c, args.seconds)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median throughput (its latencies with it), and every run's req/s."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return {**ordered[(len(ordered) - 1) // 2], "all_rps": [r["rps"] for r in runs]}  # type: ignore[dict-item]
 
 
 def prediction_log_cost(metrics: str) -> dict[str, float]:
@@ -291,32 +348,61 @@ def ratio(a: float, b: float) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    s = r["single"]
+    s, p = r["single"], r["protocols"]
     lines = [
         f"Measured {r['when']} on {r['machine']['cpus']} cores, Python {r['machine']['python']}; "
-        f"wrk, 1 thread, {r['duration_s']} s per point, single-row requests over loopback. "
-        "Ours runs with prediction logging and metrics on.",
+        f"wrk (HTTP) or h2load (gRPC), {r['duration_s']} s per point, single-row requests over "
+        "loopback. Ours runs with prediction logging and metrics on. Ceilings: FastAPI answering "
+        "a constant, and a bare ASGI app answering it on the same uvicorn settings.",
         "",
-        "| endpoint | conc. | req/s | p50 ms | p99 ms | vs mlflow serve | vs ceiling |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| endpoint | conc. | req/s | p50 ms | p99 ms | vs mlflow serve | of FastAPI constant "
+        "| of bare ASGI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    names = {"api": "ours", "mlflow": "mlflow models serve", "ceiling": "FastAPI constant",
+             "bare": "bare ASGI constant"}  # fmt: skip
     for key, v in s.items():
         server_name, *rest = key.split()
         conc = key.rsplit("c", 1)[1]
-        model = rest[0] if len(rest) == 2 else "iris"
-        vs_mlflow = (
-            ratio(v["rps"], s[f"mlflow {model} c{conc}"]["rps"]) if server_name == "api" else ""
-        )
-        vs_ceiling = (
-            f"{v['rps'] / s[f'ceiling c{conc}']['rps']:.0%}" if server_name == "api" else ""
-        )
-        name = {"api": "ours", "mlflow": "mlflow models serve", "ceiling": "constant reply"}[
-            server_name
-        ]
-        label = f"{name} {model}" if server_name != "ceiling" else name
+        model = rest[0] if len(rest) == 2 else ""
+        ours = server_name == "api"
+        vs_mlflow = ratio(v["rps"], s[f"mlflow {model} c{conc}"]["rps"]) if ours else ""
+        vs_fastapi = f"{v['rps'] / s[f'ceiling c{conc}']['rps']:.0%}" if ours else ""
+        vs_bare = f"{v['rps'] / s[f'bare c{conc}']['rps']:.0%}" if ours else ""
         lines.append(
-            f"| {label} | {conc} | {v['rps']:,.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} "
-            f"| {vs_mlflow} | {vs_ceiling} |"
+            f"| {names[server_name]} {model} | {conc} | {v['rps']:,.0f} | {v['p50_ms']:.2f} "
+            f"| {v['p99_ms']:.2f} | {vs_mlflow} | {vs_fastapi} | {vs_bare} |"
+        )
+    lines += [
+        "",
+        f"Standard protocols at concurrency {max(int(k.rsplit('c', 1)[1]) for k in s)}, median "
+        f"of {r['rounds']} alternating runs against Seldon MLServer 1.7 serving the same "
+        "champions (its sklearn and LightGBM runtimes, `parallel_workers: 0`). Iris over gRPC "
+        "asks both for `predict_proba` only: MLServer's gRPC encoder fails on string class "
+        "names.",
+        "",
+        "| lane | model | ours req/s | ours latency ms | peer | peer req/s | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for lane, label in (("v2 rest", "V2 REST"), ("v2 grpc", "V2 gRPC")):
+        for model in ("iris", "housing"):
+            ours, peer = p[f"ours {lane} {model}"], p[f"mlserver {lane} {model}"]
+            latency = (
+                f"p50 {ours['p50_ms']:.2f}, p99 {ours['p99_ms']:.2f}"
+                if "p99_ms" in ours
+                else f"mean {ours['mean_ms']:.2f}"
+            )
+            lines.append(
+                f"| {label} | {model} | {ours['rps']:,.0f} | {latency} | MLServer "
+                f"| {peer['rps']:,.0f} | {ratio(ours['rps'], peer['rps'])} |"
+            )
+    conc = max(int(k.rsplit("c", 1)[1]) for k in s)
+    for model in ("iris", "housing"):
+        ours, peer = p[f"ours invocations {model}"], s[f"mlflow {model} c{conc}"]
+        lines.append(
+            f"| /invocations | {model} | {ours['rps']:,.0f} | p50 {ours['p50_ms']:.2f}, "
+            f"p99 {ours['p99_ms']:.2f} | mlflow models serve | {peer['rps']:,.0f} "
+            f"| {ratio(ours['rps'], peer['rps'])} |"
         )
     b = r["batch_rows_per_s"]
     lines += [
@@ -332,10 +418,10 @@ def markdown(r: dict[str, Any]) -> str:
     lw = r["log_write"]
     lines += [
         "",
-        "| | ours | mlflow serve (iris) | mlflow serve (housing) |",
-        "| --- | --- | --- | --- |",
-        f"| cold start to ready (s) | {cs['api']} (both models) | {cs['mlflow iris']} | {cs['mlflow housing']} |",
-        f"| resident memory after warm-up (MB) | {rss['api']} (both models) | {rss['mlflow iris']} | {rss['mlflow housing']} |",
+        "| | ours (both models) | MLServer (both models) | mlflow serve (iris) | mlflow serve (housing) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| cold start to ready (s) | {cs['api']} | {cs['mlserver']} | {cs['mlflow iris']} | {cs['mlflow housing']} |",
+        f"| resident memory after warm-up (MB) | {rss['api']} | {rss['mlserver']} | {rss['mlflow iris']} | {rss['mlflow housing']} |",
         "",
         f"Prediction log: {lw['enqueue_us_per_row']} µs per single-row request on the request "
         f"path (building and enqueueing the log record); in the background writer (SQLite) "
@@ -362,11 +448,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--batch-calls", type=int, default=5, help="timed calls per batch size")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating runs per point against MLServer"
+    )
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install wrk", file=sys.stderr)
-        return 2
+    for program, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if not shutil.which(program):
+            print(f"{program} is missing: apt-get install {package}", file=sys.stderr)
+            return 2
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")

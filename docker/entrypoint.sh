@@ -7,5 +7,5 @@ if [ "${TRAIN_MISSING_ON_START:-true}" = "true" ]; then
     python -m prediction_service.training --missing-only || [ "$?" -eq 3 ]
 fi
 
-exec python run_api.py --host 0.0.0.0 --port "${PORT:-8000}" --workers "${WORKERS:-2}" \
+exec prediction-service serve --host 0.0.0.0 --port "${PORT:-8000}" --workers "${WORKERS:-2}" \
     --log-level "${LOG_LEVEL:-info}"

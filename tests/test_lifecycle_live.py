@@ -102,7 +102,7 @@ def test_admin_api_is_disabled_without_a_configured_token(
 ) -> None:
     r = getattr(live, method)(path, json=body, headers=AUTH)
     assert r.status_code == 403
-    assert r.json()["detail"] == "admin API disabled: set PREDICT_ADMIN_TOKEN to enable it"
+    assert r.json()["detail"].startswith("admin API disabled: set PREDICT_ADMIN_TOKEN")
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)

@@ -127,8 +127,24 @@ def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
     log.start()
     log.record(rows(range(25)))
     log.close()
-    assert metrics.log_write_failures._value.get() == 25
+    assert metrics.log_write_failures.labels("database")._value.get() == 25
     assert metrics.log_written._value.get() == 0
+
+
+def test_a_row_the_database_refuses_costs_only_that_row(engine: Engine) -> None:
+    """A batch insert that fails on one row is retried row by row: the others are written."""
+    metrics = Metrics()
+    log = PredictionLog(engine, metrics, batch_size=1000, flush_interval_s=0.5)
+    log.start()
+    log.record(rows([7]))
+    assert log.flush()
+    log.record(rows(range(20)))  # id 7 again: the unique constraint refuses that row only
+    assert log.flush()
+    log.close()
+    assert metrics.log_write_failures.labels("row")._value.get() == 1
+    assert metrics.log_written._value.get() == 20
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar_one() == 20
 
 
 def test_the_queue_is_bounded(engine: Engine) -> None:

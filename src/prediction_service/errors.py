@@ -9,6 +9,7 @@ from typing import Any
 class ServiceError(Exception):
     status_code = 500
     reason = "error"  # the prediction_errors_total label, where a prediction fails with it
+    headers: dict[str, str] = {}  # response headers that go with it (WWW-Authenticate, ...)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

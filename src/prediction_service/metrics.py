@@ -87,6 +87,19 @@ class Metrics:
         self.http_in_flight = gauge(
             "http_requests_in_flight", "Requests being handled right now.", [], "livesum"
         )
+        self.auth_failures = Counter(
+            "auth_failures_total",
+            "Requests refused by access control, by scope and reason (missing, invalid, "
+            "forbidden, disabled, client_blocked).",
+            ["scope", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "rate_limited_total",
+            "Requests refused because an API key was over its rate.",
+            ["key"],
+            registry=r,
+        )
         # -- predictions -------------------------------------------------------------------
         self.predictions = Counter(
             "predictions_total",
@@ -229,7 +242,9 @@ class Metrics:
         )
         self.log_write_failures = Counter(
             "prediction_log_write_failures_total",
-            "Prediction-log rows lost because a database write failed.",
+            "Prediction-log rows lost, by reason: database (it failed, retries included), "
+            "row (the database refused that row), encode.",
+            ["reason"],
             registry=r,
         )
         self.log_dropped = Counter(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from prediction_service.access import AccessControl
+from prediction_service.access import summary as access_summary
 from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
 from prediction_service.serving.codec import FeatureCodec, example_row
@@ -48,6 +50,7 @@ class Services:
     predictions: PredictionService
     monitor: Monitor
     retrain: RetrainRunner
+    access: AccessControl
     started_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _loops: list[threading.Thread] = field(default_factory=list)
@@ -68,6 +71,7 @@ class Services:
         if self.started:
             return
         self.started_at = time.monotonic()
+        log.info("%s", access_summary(self.access))
         try:
             migrate(self.engine)
         except Exception:  # noqa: BLE001 - predictions work without the log; writes are counted
@@ -154,4 +158,5 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         predictions=PredictionService(store, prediction_log, metrics),
         monitor=Monitor(store, prediction_log, metrics, settings),
         retrain=RetrainRunner(settings, JobStore(engine), lifecycle, metrics),
+        access=AccessControl.from_settings(settings, metrics),
     )

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the prediction log; default logs/predictions.db.",
     )
     admin_token: SecretStr | None = None
+    api_keys: SecretStr | None = Field(
+        default=None, description="JSON list of {name, key | key_sha256, scopes, rate?}"
+    )
+    api_keys_file: Path | None = Field(default=None, description="the same list, JSON or YAML")
+    auth_failure_limit: str = Field(
+        default="10/minute", description="failed authentications per client address"
+    )
+    cors_origins: str = Field(
+        default="", description="comma-separated origins allowed by CORS (empty: CORS off)"
+    )
     max_batch_size: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="largest batch request body read"

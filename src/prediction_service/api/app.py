@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service import __version__
 from prediction_service.api import docs, errors, openapi
 from prediction_service.api.lanes import PredictionLanes
-from prediction_service.api.middleware import HTTPMetricsMiddleware
+from prediction_service.api.middleware import HTTPMiddleware
 from prediction_service.api.responses import JSONResponse
 from prediction_service.api.routes import history, meta, mlflow, models, monitoring, retrain, v2
 from prediction_service.services import Services, build_services
@@ -82,9 +83,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     openapi.install(app, services)
     for router in (meta, models, history, retrain, monitoring, v2, mlflow):
         app.include_router(router.router)
-    # Added first, so the metrics middleware (added last, outermost) counts the lanes too.
+    # Added first, so the outer middleware (added last) serves the lanes too: request ids,
+    # security headers, HTTP metrics.
     app.add_middleware(
         PredictionLanes, services=services, max_body=services.settings.max_body_bytes
     )
-    app.add_middleware(HTTPMetricsMiddleware, metrics=services.metrics)
+    origins = [o.strip() for o in services.settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured; outside the lanes, so predictions carry it too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(HTTPMiddleware, metrics=services.metrics)
     return app

@@ -1,31 +1,28 @@
-"""Bearer-token auth for admin routes. No token configured means the admin API is off."""
+"""Access control for FastAPI routes: ``dependencies=[Scope("read")]`` and so on.
+
+The rules live in ``access.py`` (shared with the prediction lanes and the gRPC server); this
+only reads the request's Authorization header and client address.
+"""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from prediction_service.api.deps import ServicesDep
 
-_bearer = HTTPBearer(auto_error=False, description="PREDICT_ADMIN_TOKEN")
+# Declares the bearer scheme in OpenAPI (the "Authorize" button in /docs); checking is ours.
+_bearer = HTTPBearer(auto_error=False, description="an API key, or PREDICT_ADMIN_TOKEN")
 
 
-def require_admin(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    token = services.settings.admin_token
-    if token is None or not token.get_secret_value():
-        raise HTTPException(403, "admin API disabled: set PREDICT_ADMIN_TOKEN to enable it")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise HTTPException(401, "missing bearer token", headers=challenge)
-    # Constant-time comparison; the token itself is never logged or echoed.
-    if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
-        raise HTTPException(401, "invalid bearer token", headers=challenge)
+def Scope(scope: str) -> Any:  # noqa: N802 - reads like the dependency it makes
+    def require(request: Request, services: ServicesDep, _: Any = Depends(_bearer)) -> None:
+        client = request.client.host if request.client else None
+        services.access.check(scope, request.headers.get("authorization"), client)
+
+    return Depends(require)
 
 
-Admin = Depends(require_admin)
+Admin = Scope("admin")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,29 @@ def prepare_multiprocess_metrics(workers: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def warn_if_open(host: str) -> None:
+    """Serving beyond this machine with no keys for feedback and history: say so, loudly."""
+    from prediction_service.access import AccessControl
+    from prediction_service.metrics import Metrics
+    from prediction_service.settings import Settings
+
+    if host in LOOPBACK:
+        return
+    control = AccessControl.from_settings(Settings(), Metrics())
+    exposed = [s for s in ("feedback", "read") if control.is_open(s)]
+    if exposed:
+        print(
+            f"WARNING: serving on {host} with the {' and '.join(exposed)} scope(s) open: anyone "
+            "who reaches the port can post ground truth (POST /feedback) or read logged inputs "
+            "(GET /predictions/history). Configure PREDICT_API_KEYS or PREDICT_API_KEYS_FILE.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def build_parser(prog: str = "run_api.py") -> argparse.ArgumentParser:
@@ -48,6 +72,7 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    warn_if_open(args.host)
     prepare_multiprocess_metrics(args.workers)
     uvicorn.run(
         "prediction_service.api.app:create_app",

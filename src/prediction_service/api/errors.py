@@ -37,8 +37,17 @@ def error_reply(protocol: str, exc: ServiceError) -> tuple[int, dict[str, Any]]:
     return status, _BODIES[protocol](exc)
 
 
+def protocol_of(path: str) -> str:
+    """Whose error shape a request to ``path`` is answered in."""
+    if path.startswith("/v2/") or path == "/v2":
+        return v2.PROTOCOL
+    if path.endswith("/invocations"):
+        return mlflow.PROTOCOL
+    return native.PROTOCOL
+
+
 def _protocol(request: Request) -> str:
-    return v2.PROTOCOL if request.url.path.startswith("/v2/") else native.PROTOCOL
+    return protocol_of(request.url.path)
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -49,7 +58,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> Response
 
 async def _service(request: Request, exc: ServiceError) -> Response:
     status, body = error_reply(_protocol(request), exc)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=exc.headers or None)
 
 
 async def _http(request: Request, exc: HTTPException) -> Response:

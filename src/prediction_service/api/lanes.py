@@ -36,12 +36,17 @@ INLINE_BODY = 16 * 1024
 _JSON = (b"content-type", b"application/json")
 
 
+_OPEN = "<predict scope open>"
+
+
 @dataclass(frozen=True)
 class Request:
     body: bytes
     content_type: str | None
     request_id: str | None
     header_length: str | None  # V2 binary extension: the JSON part's length
+    authorization: str | None = _OPEN  # _OPEN: the predict scope needs no key
+    client: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ class PredictionLanes:
                 lane, BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
             )
         else:
-            request = _request(scope, body)
+            request = _request(scope, body, self.services.access.is_open("predict"))
             if len(body) <= INLINE_BODY:
                 reply = self.answer(lane, request)
             else:
@@ -181,6 +186,8 @@ class PredictionLanes:
 
     def answer(self, lane: Lane, request: Request) -> Reply:
         try:
+            if request.authorization is not _OPEN:
+                self.services.access.check("predict", request.authorization, request.client)
             return lane.handler(self.services, lane, request)
         except ServiceError as exc:
             return self._error(lane, exc)
@@ -191,23 +198,30 @@ class PredictionLanes:
     def _error(self, lane: Lane, exc: ServiceError) -> Reply:
         self._count_error(lane, exc.reason)
         status, body = error_reply(lane.protocol, exc)
-        return Reply(orjson.dumps(body), [_JSON], status)
+        headers = [_JSON, *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
+        return Reply(orjson.dumps(body), headers, status)
 
     def _count_error(self, lane: Lane, reason: str) -> None:
         model = lane.model if lane.model in self.services.specs else "unknown"
         self.services.metrics.prediction_errors.labels(model, reason, lane.protocol).inc()
 
 
-def _request(scope: Scope, body: bytes) -> Request:
-    content_type = request_id = header_length = None
+def _request(scope: Scope, body: bytes, open_: bool) -> Request:
+    content_type = header_length = None
+    authorization: str | None = _OPEN if open_ else None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = value.decode("latin-1")
-        elif name == b"x-request-id":
-            request_id = value.decode("latin-1")
         elif name == b"inference-header-content-length":
             header_length = value.decode("latin-1")
-    return Request(body, content_type, request_id, header_length)
+        elif name == b"authorization" and not open_:
+            authorization = value.decode("latin-1")
+    client = scope.get("client")
+    # The request id was checked, or made when the client sent none, by the outer middleware.
+    return Request(
+        body, content_type, scope.get("request_id"), header_length, authorization,
+        client[0] if client else None,
+    )  # fmt: skip
 
 
 _TOO_LARGE = b"<too large>"

@@ -1,19 +1,54 @@
-"""HTTP metrics as a plain ASGI middleware (cheaper than BaseHTTPMiddleware)."""
+"""The outermost layer, as plain ASGI (cheaper than BaseHTTPMiddleware): every HTTP request
+gets a checked or new request id, security headers on its response, and its metrics.
+
+``X-Request-ID``: a client's id (1 to 128 printable ASCII characters) is kept, anything else
+is refused with 422 before any work is done, and a request without one gets a new id; either
+way it is echoed on the response, stored with the prediction log rows, and used to keep a
+client on one side of an A/B split.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prediction_service.api.errors import error_reply, protocol_of
+from prediction_service.errors import InvalidInputError
 from prediction_service.metrics import Metrics
 
 # Probes and scrapes are not traffic.
 UNCOUNTED = frozenset({"/health", "/ready", "/metrics", "/metrics/prometheus"})
+MAX_REQUEST_ID = 128
+_SECURITY = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+# The bundled Swagger UI and ReDoc pages start from an inline script.
+_DOCS_CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'",
+)
+_DOCS = ("/docs", "/redoc", "/static/docs")
 
 
-class HTTPMetricsMiddleware:
+def request_id_problem(value: bytes) -> str | None:
+    """Why a client's X-Request-ID is refused, or None when it is fine."""
+    if not 0 < len(value) <= MAX_REQUEST_ID:
+        return f"X-Request-ID must be 1 to {MAX_REQUEST_ID} characters, not {len(value)}"
+    if not all(0x21 <= c <= 0x7E for c in value):
+        return "X-Request-ID must be printable ASCII without spaces"
+    return None
+
+
+class HTTPMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -24,24 +59,42 @@ class HTTPMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value
+                break
+        problem = None if given is None else request_id_problem(given)
+        request_id = secrets.token_hex(16) if given is None or problem else given.decode()
+        scope["request_id"] = request_id
+        path = scope["path"]
+        extra = [
+            (b"x-request-id", request_id.encode()),
+            *_SECURITY,
+            _DOCS_CSP if path.startswith(_DOCS) else _API_CSP,
+        ]
         status = 500
 
-        async def send_with_status(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         in_flight = self.metrics.http_in_flight
         in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_status)
+            if problem:
+                await _refuse(path, problem, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
         finally:
             in_flight.dec()
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            if path not in UNCOUNTED:
-                key = (path, scope["method"], str(status))
+            label = getattr(route, "path", None) or "unmatched"
+            if label not in UNCOUNTED:
+                key = (label, scope["method"], str(status))
                 children = self._children.get(key)
                 if children is None:  # labels() is slow; route x method x status is small
                     children = (
@@ -51,3 +104,12 @@ class HTTPMetricsMiddleware:
                     self._children[key] = children
                 children[0].inc()
                 children[1].observe(time.perf_counter() - started)
+
+
+async def _refuse(path: str, problem: str, send: Send) -> None:
+    error = InvalidInputError(f"invalid input: {problem}")
+    error.errors = [{"field": "X-Request-ID", "message": problem, "type": "header"}]
+    status, body = error_reply(protocol_of(path), error)
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(body)})

@@ -30,8 +30,11 @@ INLINE_ELEMENTS = 2048
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
@@ -59,11 +62,7 @@ def _tensor(inp: Any, raw: bytes | None) -> v2.Tensor:
 def _parameters(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in values.items():
-        if isinstance(value, bool):
-            out[key] = pb.InferParameter(bool_param=value)
-        elif isinstance(value, int):
-            out[key] = pb.InferParameter(int64_param=value)
-        elif isinstance(value, float):
+        if isinstance(value, float):
             out[key] = pb.InferParameter(double_param=value)
         else:
             out[key] = pb.InferParameter(string_param=str(value))
@@ -103,10 +102,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        access = self.services.access
+        if not access.is_open("predict"):
+            await self._call(context, self._authorize, context, request, counted=True)
         elements = sum(math.prod(inp.shape) for inp in request.inputs)
         if elements <= INLINE_ELEMENTS:
             return await self._call(context, self.infer, request, counted=True)
         return await self._call(context, asyncio.to_thread, self.infer, request, counted=True)
+
+    def _authorize(self, context: Any, request: Any) -> None:
+        """The predict scope, from the call's ``authorization`` metadata."""
+        metadata = dict(context.invocation_metadata() or ())
+        peer = context.peer() or ""  # "ipv4:127.0.0.1:5555"
+        client = peer.split(":")[1] if peer.count(":") >= 2 else peer
+        self.services.access.check("predict", metadata.get("authorization"), client)
 
     def infer(self, request: Any) -> Any:
         """One ModelInferRequest in, its ModelInferResponse out (no transport here)."""

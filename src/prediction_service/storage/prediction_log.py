@@ -18,12 +18,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError
 
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, utc_iso
 
 log = logging.getLogger(__name__)
 
+# Waits between attempts while the database is failing (locked, read-only, restarting):
+# about 3.5 s in all, longer than a PostgreSQL restart here takes.
+OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
 _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
@@ -78,6 +82,7 @@ class PredictionLog:
         self._unfinished = 0  # queue items likewise
         self._count_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closing = False  # no outage retries while draining at shutdown
         self._last_error_log = 0.0
         self._second, self._second_text = -1, ""
         # The writer shares the GIL with requests, so its cost matters: rows go to the
@@ -175,6 +180,7 @@ class PredictionLog:
         """Write everything queued, then stop the writer."""
         if self._thread is None:
             return
+        self._closing = True
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -217,17 +223,51 @@ class PredictionLog:
             self.metrics.log_queue_depth.set(self._queued_rows)
 
     def _write(self, batches: list[LogBatch], rows: int) -> None:
+        """One transaction for the gathered rows. The database failing (locked, read-only,
+        restarting) is retried with backoff, then the rows are counted lost; a row the
+        database refuses (too long, a duplicate id) is found by writing row by row, so only
+        that row is lost. A failure never reaches the requests."""
         try:
             params = [r for b in batches for r in self._rows(b)]
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(self._insert_sql, params)
-            self.metrics.log_written.inc(rows)
-        except Exception as exc:  # noqa: BLE001 - a DB failure must never reach requests
-            self.metrics.log_write_failures.inc(rows)
-            now = time.monotonic()
-            if now - self._last_error_log > 10:
-                self._last_error_log = now
-                log.error("prediction log: %d rows not written: %s", rows, exc)
+        except Exception as exc:  # noqa: BLE001 - a record we cannot encode is lost, counted
+            self._lost(rows, "encode", exc)
+            return
+        for delay in (*OUTAGE_BACKOFF_S, None):
+            try:
+                self._insert(params)
+                self.metrics.log_written.inc(rows)
+                return
+            except OperationalError as exc:
+                if delay is None or self._closing:
+                    self._lost(rows, "database", exc)
+                    return
+                time.sleep(delay)
+            except Exception:  # noqa: BLE001 - a row the database refuses: find it
+                self._write_one_by_one(params)
+                return
+
+    def _write_one_by_one(self, params: list[tuple[Any, ...]]) -> None:
+        written = 0
+        for row in params:
+            try:
+                self._insert([row])
+                written += 1
+            except Exception as exc:  # noqa: BLE001 - this row only
+                self._lost(1, "row", exc, row[0])
+        self.metrics.log_written.inc(written)
+
+    def _insert(self, params: list[tuple[Any, ...]]) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._insert_sql, params)
+
+    def _lost(self, rows: int, reason: str, exc: Exception, prediction_id: str = "") -> None:
+        self.metrics.log_write_failures.labels(reason).inc(rows)
+        now = time.monotonic()
+        if reason == "row" or now - self._last_error_log > 10:  # an outage logs once in 10 s
+            self._last_error_log = now
+            which = f"row {prediction_id}" if prediction_id else f"{rows} rows"
+            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            log.error("prediction log: %s not written (%s): %s", which, reason, message)
 
     # -- ground truth and recent traffic -----------------------------------------------
     def find(self, prediction_id: str) -> dict[str, Any] | None:

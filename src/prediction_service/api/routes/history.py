@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from prediction_service.api.auth import Scope
 from prediction_service.api.deps import LogDep, StoreDep
 from prediction_service.api.schemas import HistoryPage
 
-router = APIRouter(prefix="/predictions", tags=["predictions"])
+router = APIRouter(prefix="/predictions", tags=["predictions"], dependencies=[Scope("read")])
 
 
 @router.get("/history", summary="Recent logged predictions")

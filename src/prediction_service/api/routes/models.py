@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.auth import Admin
+from prediction_service.api.auth import Admin, Scope
 from prediction_service.api.deps import LifecycleDep, StoreDep
 from prediction_service.api.schemas import ChampionChange, ModelInfo, TrafficState, VersionSummary
 from prediction_service.serving.model_store import ModelStore
@@ -78,7 +78,11 @@ class TrafficIn(BaseModel):
     challenger_percent: float = Field(ge=0, le=100, examples=[10])
 
 
-@router.get("/{model}/versions", summary="Every registered version with aliases and gate decisions")
+@router.get(
+    "/{model}/versions",
+    summary="Every registered version with aliases and gate decisions",
+    dependencies=[Scope("read")],
+)
 async def list_versions(model: str, lifecycle: LifecycleDep) -> list[VersionSummary]:
     versions = await run_in_threadpool(lifecycle.versions, model)
     return [VersionSummary.model_validate(v) for v in versions]

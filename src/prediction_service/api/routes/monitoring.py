@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
+from prediction_service.api.auth import Scope
 from prediction_service.api.deps import MonitorDep
 from prediction_service.api.schemas import DriftReport, FeedbackOut
 
@@ -21,12 +22,20 @@ class FeedbackIn(BaseModel):
     )
 
 
-@router.post("/feedback", summary="Record the true value of a logged prediction")
+@router.post(
+    "/feedback",
+    summary="Record the true value of a logged prediction",
+    dependencies=[Scope("feedback")],
+)
 async def feedback(body: FeedbackIn, monitor: MonitorDep) -> FeedbackOut:
     result = await run_in_threadpool(monitor.record_feedback, body.prediction_id, body.actual)
     return FeedbackOut.model_validate(result)
 
 
-@router.get("/drift/{model}", summary="Per-feature drift of recent traffic vs the training data")
+@router.get(
+    "/drift/{model}",
+    summary="Per-feature drift of recent traffic vs the training data",
+    dependencies=[Scope("read")],
+)
 async def drift(model: str, monitor: MonitorDep) -> DriftReport:
     return DriftReport.model_validate(await run_in_threadpool(monitor.drift, model))
