@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SRC := src tests bench train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train test lint format typecheck bench grpc clean
+.PHONY: help install install-dev run serve train test fuzz loadtest lint format typecheck bench grpc clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,12 @@ serve: install  ## serve without training
 
 test: install-dev  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: install-dev  ## schemathesis, every check, 200 cases per operation (make test runs 5)
+	FUZZ_EXAMPLES=200 $(PY) -m pytest tests/test_fuzz.py -s $(PYTEST_ARGS)
+
+loadtest: install-dev  ## 20,000 mixed requests at concurrency 32, SQLite and PostgreSQL (make test: 2,000)
+	LOAD_REQUESTS=20000 $(PY) -m pytest tests/test_reliability.py -k mixed_load -s $(PYTEST_ARGS)
 
 lint: install-dev  ## flake8, black --check, isort --check-only
 	$(VENV)/bin/flake8 $(SRC)

@@ -147,6 +147,26 @@ def test_a_row_the_database_refuses_costs_only_that_row(engine: Engine) -> None:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar_one() == 20
 
 
+def test_a_poisoned_request_id_costs_only_its_own_row(engine: Engine) -> None:
+    """The report: on PostgreSQL a 300-character request id failed the multi-row insert and
+    38 other predictions were lost. Now the insert is retried row by row."""
+    metrics = Metrics()
+    log = PredictionLog(engine, metrics, batch_size=1000, flush_interval_s=1.0)
+    log.start()
+    for i in range(38):
+        log.record(rows([i]))
+    log.record(rows([99])._replace(request_id="x" * 300))  # too long for VARCHAR(128)
+    assert log.flush()
+    log.close()
+    with engine.connect() as conn:
+        logged = conn.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar_one()
+    lost = metrics.log_write_failures.labels("row")._value.get()
+    if engine.dialect.name == "postgresql":
+        assert (logged, lost) == (38, 1)
+    else:  # SQLite does not enforce VARCHAR lengths: nothing to lose
+        assert (logged, lost) == (39, 0)
+
+
 def test_the_queue_is_bounded(engine: Engine) -> None:
     metrics = Metrics()
     log = PredictionLog(engine, metrics, max_queue=10)  # writer not started: nothing drains

@@ -82,6 +82,14 @@ class ConflictError(ServiceError):
     reason = "conflict"
 
 
+class MethodNotAllowedError(ServiceError):
+    status_code = 405
+    reason = "method_not_allowed"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"method {method} is not allowed here; use POST")
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status_code = 415
     reason = "unsupported_media_type"

@@ -81,8 +81,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     docs.install(app)
     openapi.install(app, services)
-    for router in (meta, models, history, retrain, monitoring, v2, mlflow):
-        app.include_router(router.router)
+    for router in (meta.router, models.router, history.router, v2.router, mlflow.router):
+        app.include_router(router)
+    app.include_router(retrain.build_router(services.specs))
+    app.include_router(monitoring.build_router(services.specs))
     # Added first, so the outer middleware (added last) serves the lanes too: request ids,
     # security headers, HTTP metrics.
     app.add_middleware(

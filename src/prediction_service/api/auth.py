@@ -13,12 +13,21 @@ from fastapi.security import HTTPBearer
 
 from prediction_service.api.deps import ServicesDep
 
-# Declares the bearer scheme in OpenAPI (the "Authorize" button in /docs); checking is ours.
-_bearer = HTTPBearer(auto_error=False, description="an API key, or PREDICT_ADMIN_TOKEN")
+
+def bearer_scheme(scope: str) -> HTTPBearer:
+    """The OpenAPI security scheme of ``scope``, named after it, so the document says which
+    scope each operation needs (api/openapi.py drops it where the scope is open)."""
+    return HTTPBearer(
+        auto_error=False,
+        scheme_name=scope,
+        description=f"an API key with the {scope} scope (or an admin key)",
+    )
 
 
 def Scope(scope: str) -> Any:  # noqa: N802 - reads like the dependency it makes
-    def require(request: Request, services: ServicesDep, _: Any = Depends(_bearer)) -> None:
+    scheme = bearer_scheme(scope)
+
+    def require(request: Request, services: ServicesDep, _: Any = Depends(scheme)) -> None:
         client = request.client.host if request.client else None
         services.access.check(scope, request.headers.get("authorization"), client)
 

@@ -64,6 +64,13 @@ def build_parser(prog: str = "run_api.py") -> argparse.ArgumentParser:
         help="log level (default info)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, seconds to let in-flight requests finish (default 10); then the "
+        "prediction log is written out and the process exits",
+    )
     return parser
 
 
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=args.access_log,
+        timeout_graceful_shutdown=args.graceful_timeout,
         loop="uvloop",
         http="httptools",
     )

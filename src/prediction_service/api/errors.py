@@ -62,6 +62,10 @@ async def _service(request: Request, exc: ServiceError) -> Response:
 
 
 async def _http(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 400:  # FastAPI could not parse the body (not UTF-8, not JSON)
+        error = InvalidInputError(f"invalid input: body: {exc.detail}")
+        status, body = error_reply(_protocol(request), error)
+        return JSONResponse(body, status_code=status)
     return JSONResponse(
         {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
     )

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_service.api.errors import error_reply
-from prediction_service.errors import BatchTooLargeError, ServiceError
+from prediction_service.errors import BatchTooLargeError, MethodNotAllowedError, ServiceError
 from prediction_service.protocols import mlflow, native, v2
 from prediction_service.services import Services
 
@@ -72,14 +74,14 @@ class Lane:
 # -- handlers: decode, predict, encode ------------------------------------------------
 def native_one(services: Services, lane: Lane, request: Request) -> Reply:
     model = lane.model or ""
-    X = native.decode_one(services.codec(model), request.body)
+    X = native.decode_one(services.codec(model), request.body, request.content_type)
     p = services.predictions.predict(model, X, native.PROTOCOL, request.request_id)
     return Reply(native.encode_one(p), [_JSON])
 
 
 def native_batch(services: Services, lane: Lane, request: Request) -> Reply:
     model = lane.model or ""
-    X = native.decode_batch(services.codec(model), request.body)
+    X = native.decode_batch(services.codec(model), request.body, request.content_type)
     p = services.predictions.predict(model, X, native.PROTOCOL, request.request_id)
     return Reply(native.encode_batch(p), [_JSON])
 
@@ -87,7 +89,10 @@ def native_batch(services: Services, lane: Lane, request: Request) -> Reply:
 def v2_infer(services: Services, lane: Lane, request: Request) -> Reply:
     model = lane.model or ""
     codec = services.codec(model)
-    infer = v2.decode_rest(request.body, v2.header_length(request.header_length))
+    length = v2.header_length(request.header_length)
+    if length is None:  # a binary body is application/octet-stream
+        native.check_json(request.content_type)
+    infer = v2.decode_rest(request.body, length)
     v2.check_outputs(codec.spec, None if infer.outputs is None else list(infer.outputs))
     X = v2.features(codec, infer.inputs)
     request_id = request.request_id or infer.id
@@ -158,11 +163,12 @@ class PredictionLanes:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = None
-        if scope["type"] == "http" and scope["method"] == "POST":
-            lane = self.lane(scope["path"])
+        lane = self.lane(scope["path"]) if scope["type"] == "http" else None
         if lane is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._allow(scope, send) if "app" in scope else send)
+            return
+        if scope["method"] != "POST":
+            await _method_not_allowed(lane, scope, send)
             return
         scope["route"] = lane  # labels the request in the HTTP metrics
         body = await _read(receive, lane.max_body)
@@ -183,6 +189,19 @@ class PredictionLanes:
             {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
         )
         await send({"type": "http.response.body", "body": reply.body})
+
+    def _allow(self, scope: Scope, send: Send) -> Send:
+        """Starlette's 405 lists only the first route that matched the path; list them all."""
+
+        async def send_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                routes = scope["app"].routes
+                methods = [m for m in _METHODS if any(_matches(r, scope, m) for r in routes)]
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"allow"]
+                message["headers"] = [*headers, (b"allow", ", ".join(methods).encode())]
+            await send(message)
+
+        return send_allow
 
     def answer(self, lane: Lane, request: Request) -> Reply:
         try:
@@ -222,6 +241,22 @@ def _request(scope: Scope, body: bytes, open_: bool) -> Request:
         body, content_type, scope.get("request_id"), header_length, authorization,
         client[0] if client else None,
     )  # fmt: skip
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _matches(route: Any, scope: Scope, method: str) -> bool:
+    match, _ = route.matches({**scope, "method": method})
+    return bool(match == Match.FULL)
+
+
+async def _method_not_allowed(lane: Lane, scope: Scope, send: Send) -> None:
+    scope["route"] = lane
+    status, body = error_reply(lane.protocol, MethodNotAllowedError(scope["method"]))
+    headers = [_JSON, (b"allow", b"POST")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
 
 _TOO_LARGE = b"<too large>"

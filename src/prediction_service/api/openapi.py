@@ -13,7 +13,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from prediction_service.api.errors import protocol_of
 from prediction_service.api.schemas import (
+    ERROR_MEANING,
     BatchOut,
     ErrorOut,
     MlflowError,
@@ -27,14 +29,7 @@ from prediction_service.api.schemas import (
 from prediction_service.services import Services
 
 _REF = "#/components/schemas/{model}"
-_ERRORS = {
-    400: "invalid input",
-    404: "unknown model (or version)",
-    413: "too many rows, or a body over the size limit",
-    415: "unsupported content type",
-    422: "invalid input; the message names each bad field",
-    503: "the model is not loaded",
-}
+_ERRORS = ERROR_MEANING
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -100,7 +95,7 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
         spec = codec.spec
         models += [codec.record_model, codec.batch_model]
         what = "class and class probabilities" if spec.task == "classification" else "value"
-        native_errors = (404, 413, 422, 503)
+        native_errors = (404, 413, 415, 422, 503)
         paths[f"/predict/{name}"] = _operation(
             f"Predict one {name} record",
             f"predict_{name}",
@@ -121,7 +116,7 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
             native_errors,
             f"Up to {limit} records in one call; results come back in order.",
         )
-        v2_errors = (400, 404, 413, 503)
+        v2_errors = (400, 404, 413, 415, 503)
         features = ", ".join(codec.names)
         v2_text = (
             f"Open Inference Protocol. Inputs: one tensor per feature ({features}), shape [N], "
@@ -173,6 +168,50 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
     return paths, models
 
 
+def finish(schema: dict[str, Any], app: FastAPI, services: Services) -> None:
+    """Make the document say what the service answers: our error bodies instead of FastAPI's,
+    and authentication only where a scope is closed."""
+    lanes, _ = lane_paths(services)
+    secured: set[str] = set()
+    for path, item in schema["paths"].items():
+        protocol = protocol_of(path)
+        error = {"native": ErrorOut, "v2": V2Error, "mlflow": MlflowError}[protocol]
+        for method, op in item.items():
+            responses = op.setdefault("responses", {})
+            validation = responses.pop("422", None)
+            if validation is not None:
+                status = "400" if protocol == "v2" else "422"
+                responses.setdefault(status, {"description": _ERRORS[int(status)]})
+                responses[status]["content"] = _json(_ref(error))
+            # the security scheme is named after the scope (api/auth.py)
+            required = op.pop("security", None) or []
+            scope = (
+                "predict" if path in lanes else next(iter(required[0]), None) if required else None
+            )
+            if scope is None or services.access.is_open(scope):
+                continue
+            secured.add(scope)
+            op["security"] = [{scope: []}]
+            for status in (401, 403, 429):
+                responses[str(status)] = {
+                    "description": ERROR_MEANING[status],
+                    "content": _json(_ref(error)),
+                }
+    components = schema.setdefault("components", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    components["securitySchemes"] = {
+        scope: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": f"an API key with the {scope} scope (or an admin key)",
+        }
+        for scope in sorted(secured)
+    }
+    if not secured:
+        del components["securitySchemes"]
+
+
 def install(app: FastAPI, services: Services) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -187,6 +226,7 @@ def install(app: FastAPI, services: Services) -> None:
         _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
         schema["paths"] = {**paths, **schema.get("paths", {})}
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        finish(schema, app, services)
         app.openapi_schema = schema
         return schema
 

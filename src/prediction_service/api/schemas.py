@@ -27,6 +27,26 @@ class ErrorOut(_Out):
     errors: list[FieldError] | None = None
 
 
+ERROR_MEANING = {
+    400: "a request the protocol cannot use",
+    401: "no valid API key",
+    403: "the key lacks the scope, or the API is disabled",
+    404: "unknown model, version, job or prediction",
+    405: "method not allowed",
+    409: "conflicts with the current state",
+    413: "too many rows, or a body over the size limit",
+    415: "unsupported content type",
+    422: "invalid input; the message names each bad field",
+    429: "too many requests (Retry-After says when to come back)",
+    503: "the model is not loaded",
+}
+
+
+def errors(*codes: int, model: type[BaseModel] = ErrorOut) -> dict[int | str, dict[str, Any]]:
+    """The error responses a route can answer, for its OpenAPI operation."""
+    return {code: {"model": model, "description": ERROR_MEANING[code]} for code in codes}
+
+
 # -- native predictions ------------------------------------------------------------------
 class PredictionOut(_Out):
     model: str

@@ -27,7 +27,12 @@ from prediction_service.serving.service import Prediction
 
 PROTOCOL = "mlflow"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-_ERROR_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 422: "BAD_REQUEST"}
+# MLflow's error codes (databricks_pb2.ErrorCode) for our statuses.
+_ERROR_CODES = {
+    401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST",
+    405: "BAD_REQUEST", 413: "BAD_REQUEST", 415: "BAD_REQUEST", 422: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

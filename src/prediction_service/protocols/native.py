@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from prediction_service.errors import InvalidInputError, ServiceError
+from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.service import Prediction
 
@@ -24,11 +24,22 @@ def _loads(body: bytes) -> Any:
         return _UNPARSED  # the codec explains it from the raw text
 
 
-def decode_one(codec: FeatureCodec, body: bytes) -> Any:
+def check_json(content_type: str | None) -> None:
+    """JSON bodies only; a request without a Content-Type is read as JSON."""
+    mime = (content_type or "application/json").partition(";")[0].strip().lower()
+    if mime != "application/json" and not mime.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"content type {mime!r} is not accepted; send application/json"
+        )
+
+
+def decode_one(codec: FeatureCodec, body: bytes, content_type: str | None = None) -> Any:
+    check_json(content_type)
     return codec.record(_loads(body), raw=body)
 
 
-def decode_batch(codec: FeatureCodec, body: bytes) -> Any:
+def decode_batch(codec: FeatureCodec, body: bytes, content_type: str | None = None) -> Any:
+    check_json(content_type)
     return codec.batch(_loads(body), raw=body)
 
 

@@ -136,13 +136,21 @@ def tensor_from_values(name: str, datatype: Any, shape: Any, values: Any) -> Ten
 
 
 def _flatten(values: Any) -> list[Any]:
+    """Nested lists in row-major order, without recursion (JSON may nest a thousand deep)."""
     if not isinstance(values, list):
         return [values]
     if not any(isinstance(v, list) for v in values):
         return values
     flat: list[Any] = []
-    for v in values:
-        flat.extend(_flatten(v))
+    stack = [iter(values)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            flat.append(v)
+        else:
+            stack.pop()
     return flat
 
 
@@ -223,6 +231,21 @@ def header_length(raw: str | None) -> int | None:
         raise bad(f"{HEADER_LENGTH} must be an integer, not {raw[:40]!r}") from None
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object (an absent one is empty)."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise bad(f"{where} must be an object")
+    return value
+
+
+def _name(entry: Any, where: str) -> str:
+    if type(entry) is not dict or type(entry.get("name")) is not str:
+        raise bad(f"{where} must be an object with a name")
+    return str(entry["name"])
+
+
 def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
     """A REST infer body: JSON, or JSON followed by binary tensor data."""
     if header_length is not None and not 0 <= header_length <= len(body):
@@ -234,17 +257,16 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
         raise bad(f"the body is not valid JSON: {exc}") from None
     if type(doc) is not dict or type(doc.get("inputs")) is not list:
         raise bad('the body must be a JSON object with an "inputs" list')
-    params = doc.get("parameters") or {}
-    if type(params) is not dict:
-        raise bad('"parameters" must be an object')
+    params = _object(doc.get("parameters"), '"parameters"')
+    request_id = doc.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise bad('"id" must be a string')
     binary = memoryview(body)[len(head) :]
     offset = 0
     tensors = []
     for i, inp in enumerate(doc["inputs"]):
-        if type(inp) is not dict or type(inp.get("name")) is not str:
-            raise bad(f"inputs[{i}] must be an object with a name")
-        name = inp["name"]
-        size = (inp.get("parameters") or {}).get("binary_data_size")
+        name = _name(inp, f"inputs[{i}]")
+        size = _object(inp.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise bad(f"input {name!r}: binary_data_size {size!r} exceeds the binary data")
@@ -264,16 +286,15 @@ def decode_rest(body: bytes, header_length: int | None) -> InferRequest:
         if type(doc["outputs"]) is not list:
             raise bad('"outputs" must be a list')
         wanted = {}
-        for o in doc["outputs"]:
-            if type(o) is not dict or type(o.get("name")) is not str:
-                raise bad('every entry of "outputs" needs a name')
-            wanted[o["name"]] = bool((o.get("parameters") or {}).get("binary_data", False))
-    request_id = doc.get("id")
+        for i, out in enumerate(doc["outputs"]):
+            name = _name(out, f"outputs[{i}]")
+            options = _object(out.get("parameters"), f"output {name!r}: parameters")
+            wanted[name] = options.get("binary_data") is True
     return InferRequest(
         inputs=tensors,
-        id=request_id if isinstance(request_id, str) else None,
+        id=request_id,
         outputs=wanted,
-        binary_output=bool(params.get("binary_data_output", False)),
+        binary_output=params.get("binary_data_output") is True,
         parameters=params,
     )
 
@@ -357,7 +378,11 @@ def model_metadata(store: ModelStore, name: str, version: str | None = None) -> 
 
 
 def model_ready(store: ModelStore, name: str, version: str | None = None) -> bool:
+    """Whether the model (or that served version) answers; a version it does not serve is
+    not found, not unready."""
     store.spec(name)
     if version is None:
         return store.loaded(name) is not None
+    if store.loaded(name) is not None:
+        store.served(name, version)  # NotFoundError naming what is served
     return version in served_versions(store, name)

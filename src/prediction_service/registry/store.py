@@ -51,11 +51,26 @@ class Registry:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+            except OSError as exc:  # the service starts anyway and reports the registry down
+                log.error("registry folder unusable: %s", exc)
         # The flavour loaders and log_model read the process-wide URI; set it for this process.
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """Opened on first use, and again after a failure: a registry that cannot be opened
+        at start (unreadable, not there yet) is reported by each call until it can."""
+        if self._client is None:
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client
 
     # -- aliases -----------------------------------------------------------------
     def alias_version(self, name: str, alias: str) -> str | None:

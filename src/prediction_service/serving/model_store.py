@@ -89,7 +89,7 @@ class ModelStore:
                 if request_id:
                     draw = zlib.crc32(request_id.encode()) % 10_000 / 100.0
                 else:
-                    draw = random.random() * 100.0
+                    draw = random.random() * 100.0  # nosec B311 - a traffic split
                 if draw < percent:
                     return challenger
         return champion

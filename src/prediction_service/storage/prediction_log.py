@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, utc_iso
@@ -89,10 +89,9 @@ class PredictionLog:
         # driver as tuples with values encoded by orjson (bench.run.prediction_log_cost).
         self._sqlite = engine.dialect.name == "sqlite"
         mark = "?" if self._sqlite else "%s"
-        self._insert_sql = (
-            f"INSERT INTO predictions ({', '.join(_INSERT_COLUMNS)}) "
-            f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
-        )
+        columns, marks = ", ".join(_INSERT_COLUMNS), ", ".join([mark] * len(_INSERT_COLUMNS))
+        # Constant column names; every value is a bound parameter.
+        self._insert_sql = f"INSERT INTO predictions ({columns}) VALUES ({marks})"  # nosec B608
 
     # -- request path ------------------------------------------------------------------
     def record(self, batch: LogBatch) -> None:
@@ -237,14 +236,14 @@ class PredictionLog:
                 self._insert(params)
                 self.metrics.log_written.inc(rows)
                 return
-            except OperationalError as exc:
+            except (DataError, IntegrityError):  # a value of some row: find it
+                self._write_one_by_one(params)
+                return
+            except Exception as exc:  # noqa: BLE001 - the database: locked, read-only, down
                 if delay is None or self._closing:
                     self._lost(rows, "database", exc)
                     return
                 time.sleep(delay)
-            except Exception:  # noqa: BLE001 - a row the database refuses: find it
-                self._write_one_by_one(params)
-                return
 
     def _write_one_by_one(self, params: list[tuple[Any, ...]]) -> None:
         written = 0

@@ -9,12 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Scope
 from prediction_service.api.deps import LogDep, StoreDep
-from prediction_service.api.schemas import HistoryPage
+from prediction_service.api.schemas import HistoryPage, errors
 
 router = APIRouter(prefix="/predictions", tags=["predictions"], dependencies=[Scope("read")])
 
 
-@router.get("/history", summary="Recent logged predictions")
+@router.get("/history", summary="Recent logged predictions", responses=errors(404))
 async def history(
     store: StoreDep,
     log: LogDep,

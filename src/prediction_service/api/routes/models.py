@@ -11,7 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Admin, Scope
 from prediction_service.api.deps import LifecycleDep, StoreDep
-from prediction_service.api.schemas import ChampionChange, ModelInfo, TrafficState, VersionSummary
+from prediction_service.api.schemas import (
+    ChampionChange,
+    ModelInfo,
+    TrafficState,
+    VersionSummary,
+    errors,
+)
 from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -63,45 +69,59 @@ async def list_models(store: StoreDep) -> list[ModelInfo]:
     return [ModelInfo.model_validate(describe(store, name)) for name in store.specs]
 
 
-@router.get("/{model}", summary="One model and what it is serving")
+@router.get("/{model}", summary="One model and what it is serving", responses=errors(404))
 async def get_model(model: str, store: StoreDep) -> ModelInfo:
     return ModelInfo.model_validate(describe(store, model))
 
 
 class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(pattern=r"^[0-9]+$", examples=["3"], description="registered version")
+    version: str = Field(pattern=r"^[0-9]{1,9}$", examples=["3"], description="registered version")
 
 
 class TrafficIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    challenger_percent: float = Field(ge=0, le=100, examples=[10])
+    challenger_percent: float = Field(ge=0, le=100, strict=True, examples=[10])
 
 
 @router.get(
     "/{model}/versions",
     summary="Every registered version with aliases and gate decisions",
     dependencies=[Scope("read")],
+    responses=errors(404),
 )
 async def list_versions(model: str, lifecycle: LifecycleDep) -> list[VersionSummary]:
     versions = await run_in_threadpool(lifecycle.versions, model)
     return [VersionSummary.model_validate(v) for v in versions]
 
 
-@router.post("/{model}/promote", dependencies=[Admin], summary="Make a version the champion now")
+@router.post(
+    "/{model}/promote",
+    dependencies=[Admin],
+    summary="Make a version the champion now",
+    responses=errors(404, 409),
+)
 async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> ChampionChange:
     return ChampionChange.model_validate(
         await run_in_threadpool(lifecycle.promote, model, body.version)
     )
 
 
-@router.post("/{model}/rollback", dependencies=[Admin], summary="Restore the previous champion")
+@router.post(
+    "/{model}/rollback",
+    dependencies=[Admin],
+    summary="Restore the previous champion",
+    responses=errors(404, 409),
+)
 async def rollback(model: str, lifecycle: LifecycleDep) -> ChampionChange:
     return ChampionChange.model_validate(await run_in_threadpool(lifecycle.rollback, model))
 
 
 @router.post(
-    "/{model}/traffic", dependencies=[Admin], summary="Route a share of traffic to the challenger"
+    "/{model}/traffic",
+    dependencies=[Admin],
+    summary="Route a share of traffic to the challenger",
+    responses=errors(404, 409),
 )
 async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> TrafficState:
     return TrafficState.model_validate(

@@ -1,41 +1,75 @@
-"""Ground truth in, live quality and drift out."""
+"""Ground truth in, live quality and drift out.
 
-from __future__ import annotations
+No ``from __future__ import annotations``: the feedback body is generated from the specs,
+and FastAPI must see it as a real class in the endpoint's signature.
+"""
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Scope
 from prediction_service.api.deps import MonitorDep
-from prediction_service.api.schemas import DriftReport, FeedbackOut
+from prediction_service.api.schemas import DriftReport, FeedbackOut, errors
+from prediction_service.specs import ModelSpec
 
-router = APIRouter(tags=["monitoring"])
+PREDICTION_ID = r"^[0-9a-f]{32}$"
 
 
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prediction_id: str = Field(min_length=1, max_length=64)
-    actual: StrictFloat | StrictInt | StrictStr = Field(
-        description="the true value: a number for regressors, a class name for classifiers",
-        examples=["setosa"],
+def feedback_model(specs: dict[str, ModelSpec]) -> type[BaseModel]:
+    """``{"prediction_id", "actual"}``, ``actual`` typed by what the specs predict: a number
+    for regressors, one of the class names for classifiers."""
+    kinds: list[Any] = []
+    if any(s.task == "regression" for s in specs.values()):
+        kinds += [StrictFloat, StrictInt]
+    classes = sorted({c for s in specs.values() for c in s.target.classes or ()})
+    if classes:
+        kinds.append(Literal[tuple(classes)])
+    actual: Any = kinds[0]
+    for kind in kinds[1:]:
+        actual = actual | kind
+    return create_model(
+        "FeedbackIn",
+        __config__=ConfigDict(extra="forbid"),
+        prediction_id=(str, Field(pattern=PREDICTION_ID, description="from the prediction")),
+        actual=(
+            actual,
+            Field(
+                description="the true value: a number for regressors, a class name for "
+                "classifiers",
+                examples=[classes[0] if classes else 1.0],
+            ),
+        ),
     )
 
 
-@router.post(
-    "/feedback",
-    summary="Record the true value of a logged prediction",
-    dependencies=[Scope("feedback")],
-)
-async def feedback(body: FeedbackIn, monitor: MonitorDep) -> FeedbackOut:
-    result = await run_in_threadpool(monitor.record_feedback, body.prediction_id, body.actual)
-    return FeedbackOut.model_validate(result)
+def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
+    router = APIRouter(tags=["monitoring"])
+    FeedbackIn = feedback_model(specs)
 
+    @router.post(
+        "/feedback",
+        summary="Record the true value of a logged prediction",
+        dependencies=[Scope("feedback")],
+        responses=errors(404, 409),
+    )
+    async def feedback(
+        body: Annotated[FeedbackIn, Body()], monitor: MonitorDep  # type: ignore[valid-type]
+    ) -> FeedbackOut:
+        result = await run_in_threadpool(
+            monitor.record_feedback, body.prediction_id, body.actual  # type: ignore[attr-defined]
+        )
+        return FeedbackOut.model_validate(result)
 
-@router.get(
-    "/drift/{model}",
-    summary="Per-feature drift of recent traffic vs the training data",
-    dependencies=[Scope("read")],
-)
-async def drift(model: str, monitor: MonitorDep) -> DriftReport:
-    return DriftReport.model_validate(await run_in_threadpool(monitor.drift, model))
+    @router.get(
+        "/drift/{model}",
+        summary="Per-feature drift of recent traffic vs the training data",
+        dependencies=[Scope("read")],
+        responses=errors(404, 503),
+    )
+    async def drift(model: str, monitor: MonitorDep) -> DriftReport:
+        return DriftReport.model_validate(await run_in_threadpool(monitor.drift, model))
+
+    return router

@@ -16,14 +16,16 @@ from prediction_service.api.schemas import (
     V2ModelReady,
     V2Ready,
     V2ServerMetadata,
+    errors,
 )
 from prediction_service.protocols import v2
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "not ready", "model": V2Ready}}
-MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown model or version", "model": V2Error},
-    503: {"description": "the model is not loaded", "model": V2Error},
+MODEL_ERRORS = errors(404, 503, model=V2Error)
+MODEL_NOT_READY: dict[int | str, dict[str, Any]] = {
+    **errors(404, model=V2Error),
+    503: {"description": "the model is not loaded", "model": V2ModelReady},
 }
 
 
@@ -54,7 +56,7 @@ def _ready(store: StoreDep, model: str, version: str | None) -> Response:
     "/models/{model}/ready",
     summary="Model readiness",
     response_model=V2ModelReady,
-    responses=MODEL_ERRORS,
+    responses=MODEL_NOT_READY,
 )
 async def model_ready(model: str, store: StoreDep) -> Response:
     return _ready(store, model, None)
@@ -64,7 +66,7 @@ async def model_ready(model: str, store: StoreDep) -> Response:
     "/models/{model}/versions/{version}/ready",
     summary="Readiness of one served version",
     response_model=V2ModelReady,
-    responses=MODEL_ERRORS,
+    responses=MODEL_NOT_READY,
 )
 async def version_ready(model: str, version: str, store: StoreDep) -> Response:
     return _ready(store, model, version)
