@@ -175,14 +175,18 @@ def finish(schema: dict[str, Any], app: FastAPI, services: Services) -> None:
     secured: set[str] = set()
     for path, item in schema["paths"].items():
         protocol = protocol_of(path)
-        error = {"native": ErrorOut, "v2": V2Error, "mlflow": MlflowError}[protocol]
-        for method, op in item.items():
+        shapes: dict[str, type[BaseModel]] = {
+            "native": ErrorOut,
+            "v2": V2Error,
+            "mlflow": MlflowError,
+        }
+        error = shapes[protocol]
+        for op in item.values():
             responses = op.setdefault("responses", {})
-            validation = responses.pop("422", None)
-            if validation is not None:
-                status = "400" if protocol == "v2" else "422"
-                responses.setdefault(status, {"description": _ERRORS[int(status)]})
-                responses[status]["content"] = _json(_ref(error))
+            if responses.pop("422", None) is not None:
+                code = 400 if protocol == "v2" else 422
+                responses.setdefault(str(code), {"description": _ERRORS[code]})
+                responses[str(code)]["content"] = _json(_ref(error))
             # the security scheme is named after the scope (api/auth.py)
             required = op.pop("security", None) or []
             scope = (
@@ -192,9 +196,9 @@ def finish(schema: dict[str, Any], app: FastAPI, services: Services) -> None:
                 continue
             secured.add(scope)
             op["security"] = [{scope: []}]
-            for status in (401, 403, 429):
-                responses[str(status)] = {
-                    "description": ERROR_MEANING[status],
+            for code in (401, 403, 429):
+                responses[str(code)] = {
+                    "description": ERROR_MEANING[code],
                     "content": _json(_ref(error)),
                 }
     components = schema.setdefault("components", {})

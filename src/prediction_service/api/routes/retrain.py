@@ -28,7 +28,7 @@ def retrain_body(specs: dict[str, ModelSpec]) -> Any:
             create_model(
                 f"Retrain{camel(name)}In",
                 __config__=ConfigDict(extra="forbid"),
-                model=(Literal[name], Field(description="the model to retrain")),
+                model=(Literal[name], Field(description="the model to retrain")),  # type: ignore[arg-type]
                 candidates=(
                     list[candidates] | None,
                     Field(
@@ -51,7 +51,7 @@ def retrain_body(specs: dict[str, ModelSpec]) -> Any:
 
 def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
     router = APIRouter(prefix="/retrain", tags=["retrain"], dependencies=[Admin])
-    RetrainIn = retrain_body(specs)
+    RetrainIn: Any = retrain_body(specs)
 
     @router.post(
         "",
