@@ -74,6 +74,9 @@ def test_compose_config_is_valid_and_has_no_default_password() -> None:
     assert all("healthcheck" in s for s in config["services"].values())
     assert {"mlruns", "prediction-log", "prometheus-data", "grafana-data"} <= set(config["volumes"])
     assert config["services"]["grafana"]["ports"][0]["published"] in (3000, "3000")
+    # Prometheus and Alertmanager have no authentication: loopback only unless asked
+    for service, port in (("prometheus", 9090), ("alertmanager", 9093)):
+        assert config["services"][service]["ports"] == [f"127.0.0.1:{port}:{port}/tcp"]
     env.pop("GRAFANA_ADMIN_PASSWORD")
     refused = subprocess.run(
         [compose, "-f", "docker-compose.yml", "config", "-q"],
@@ -113,3 +116,17 @@ def test_dashboards_use_the_provisioned_datasource() -> None:
         assert all(p["targets"] for p in panels), path.name
     model = json.loads((MON / "grafana" / "dashboards" / "model-detail.json").read_text())
     assert [v["name"] for v in model["templating"]["list"]] == ["model"]
+
+
+def test_every_alert_links_a_runbook_that_exists_and_answers_the_four_questions() -> None:
+    groups = yaml.safe_load((MON / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/runbooks/{rule['alert']}.md", rule["alert"]
+        text = (ROOT / url).read_text()
+        assert text.startswith(f"# {rule['alert']}\n")
+        for part in ("**What fired.**", "**Confirm.**", "**Mitigate.**", "**Escalate**"):
+            assert part in text, (url, part)
+    assert len(list((ROOT / "docs" / "runbooks").glob("*.md"))) == len(
+        [r for g in groups for r in g["rules"]]
+    )
