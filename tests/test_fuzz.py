@@ -58,12 +58,16 @@ def default(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def schemathesis(server: LiveServer, *headers: str) -> str:
-    """Run every check; return the report, failing the test on any failure."""
+    """Run every check; return the report, failing the test on any failure.
+
+    One worker: with two, Hypothesis's lambda-source cache parses ASTs in two threads at
+    once, and CPython 3.11 then fails now and then with "AST constructor recursion depth
+    mismatch" (an error of the tester, not a finding)."""
     cmd = [
         sys.executable, "-m", "schemathesis.cli",
         "--config-file", str(ROOT / "tests" / "fuzz" / "schemathesis.toml"),
         "run", f"{server.url}/openapi.json",
-        "--max-examples", str(EXAMPLES), "--seed", "42", "--workers", "2",
+        "--max-examples", str(EXAMPLES), "--seed", "42", "--workers", "1",
         "--generation-database", "none", "--no-color", "--request-timeout", "60",
     ]  # fmt: skip
     for header in headers:
@@ -72,7 +76,7 @@ def schemathesis(server: LiveServer, *headers: str) -> str:
     report = out.stdout + out.stderr
     summary = report[report.find("SUMMARY") :]
     print(summary)
-    assert out.returncode == 0, report[-20000:]
+    assert out.returncode == 0, _failures(report)
     assert "passed" in summary and "failures" not in summary.split("Test cases:")[-1]
     return summary
 
@@ -91,3 +95,9 @@ def test_every_operation_without_a_key(closed: LiveServer) -> None:
 def test_every_operation_with_open_scopes(default: LiveServer) -> None:
     schemathesis(default, f"Authorization: Bearer {ADMIN}")
     assert default.metric("http_requests_total", status="500") == 0
+
+
+def _failures(report: str) -> str:
+    """The report's failures and errors, without schemathesis's source listings."""
+    start = min(i for i in (report.find("FAILURES"), report.find("ERRORS"), len(report)) if i >= 0)
+    return report[start : start + 6000] + "\n...\n" + report[report.find("SUMMARY") :]

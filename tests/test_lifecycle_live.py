@@ -47,6 +47,8 @@ def start(settings: Settings, workdir: Path, interval: float = 1.0, **env: str) 
     extra = {
         "PREDICT_ADMIN_TOKEN": TOKEN,
         "PREDICT_RELOAD_INTERVAL_S": str(interval),
+        # These tests send wrong tokens on purpose; the limit itself is tested elsewhere.
+        "PREDICT_AUTH_FAILURE_LIMIT": "10000/minute",
         "PREDICT_DATA_DIR": str(settings.data_path),
         "PREDICT_LOGS_DIR": str(settings.logs_path),
         **env,

@@ -76,8 +76,10 @@ def test_feedback_feeds_live_quality(monitored: LiveServer) -> None:
     assert wrong.status_code == 422 and "is not a class of iris" in wrong.json()["detail"]
 
     pid = monitored.post("/predict/housing", json=HOUSING_RECORD).json()["prediction_id"]
-    bad = monitored.post("/feedback", json={"prediction_id": pid, "actual": "expensive"})
-    assert bad.status_code == 422 and "needs a number" in bad.json()["detail"]
+    bad = monitored.post("/feedback", json={"prediction_id": pid, "actual": "setosa"})
+    assert bad.status_code == 422 and "housing needs a number" in bad.json()["detail"]
+    neither = monitored.post("/feedback", json={"prediction_id": pid, "actual": "expensive"})
+    assert neither.status_code == 422 and "actual" in neither.json()["detail"]
     ok = monitored.post("/feedback", json={"prediction_id": pid, "actual": 4.526})
     quality = ok.json()["live_quality"]
     assert ok.status_code == 200 and quality["window"] == 1

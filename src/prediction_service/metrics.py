@@ -247,6 +247,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in ("database", "row", "encode"):  # every series exists from the start
+            self.log_write_failures.labels(reason)
         self.log_dropped = Counter(
             "prediction_log_dropped_total",
             "Prediction-log rows dropped because the write queue was full.",

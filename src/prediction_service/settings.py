@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(default=None, description="the same list, JSON or YAML")
     auth_failure_limit: str = Field(
-        default="10/minute", description="failed authentications per client address"
+        default="30/minute", description="failed authentications per client address"
     )
     cors_origins: str = Field(
         default="", description="comma-separated origins allowed by CORS (empty: CORS off)"

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from prediction_service.errors import ServiceError
+from prediction_service.errors import NotFoundError, ServiceError
 from prediction_service.protocols import v2
 from prediction_service.protocols.v2_grpc import grpc_predict_v2_pb2 as pb
 from prediction_service.protocols.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -80,9 +80,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.services.store.not_ready() is None)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        ready = await self._call(
-            context, v2.model_ready, self.services.store, request.name, request.version or None
-        )
+        """A known model answers a bool (a version it does not serve is not ready); an unknown
+        model is NOT_FOUND."""
+        store = self.services.store
+        await self._call(context, store.spec, request.name)
+        try:
+            ready = v2.model_ready(store, request.name, request.version or None)
+        except NotFoundError:
+            ready = False
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
