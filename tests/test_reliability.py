@@ -361,7 +361,7 @@ def test_a_retrain_child_killed_mid_training(small: Small, tmp_path: Path) -> No
         deadline = time.monotonic() + 30
         while child is None and time.monotonic() < deadline:
             for proc in psutil.Process(live.proc.pid).children(recursive=True):  # type: ignore[union-attr]
-                if "prediction_service.training" in " ".join(proc.cmdline()):
+                if "--job-id" in proc.cmdline():
                     child = proc
             time.sleep(0.05)
         assert child is not None, "the training child never started"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,18 @@ class Settings(BaseSettings):
     drift_pvalue_threshold: float = Field(default=0.01, gt=0, lt=1)
     drift_interval_s: float = Field(default=60.0, gt=0)
     quality_window: int = Field(default=500, ge=1)
+    retrain_backend: Literal["process", "kubernetes"] = Field(
+        default="process",
+        description="where retrain jobs run: a child process, or a Kubernetes Job",
+    )
+    k8s_namespace: str | None = Field(
+        default=None, description="namespace of retrain Jobs (default: the pod's own)"
+    )
+    k8s_job_template: str = Field(
+        default="prediction-service-retrain",
+        description="the suspended CronJob whose jobTemplate every retrain Job copies",
+    )
+    k8s_poll_s: float = Field(default=5.0, gt=0, description="how often a Job's status is read")
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.home / path)
@@ -91,6 +104,7 @@ class Settings(BaseSettings):
             "PREDICT_SPECS_DIR": str(self.specs_path),
             "PREDICT_TRACKING_URI": self.effective_tracking_uri,
             "PREDICT_ARTIFACT_ROOT": str(self.artifact_path),
+            "PREDICT_DATABASE_URL": self.effective_database_url,
         }
 
     @property

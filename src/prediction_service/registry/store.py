@@ -72,6 +72,14 @@ class Registry:
             )
         return self._client
 
+    def artifact_location(self, experiment: str) -> str | None:
+        """Where a new experiment keeps its artifacts: a folder under artifact_root for a
+        local store; None for a tracking server, which then stores (or proxies) them itself,
+        so a training pod writes nothing to its own disk."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.artifact_root / experiment).resolve().as_uri()
+
     # -- aliases -----------------------------------------------------------------
     def alias_version(self, name: str, alias: str) -> str | None:
         try:

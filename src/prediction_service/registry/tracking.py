@@ -45,8 +45,9 @@ class TrainingRecorder:
     def __enter__(self) -> TrainingRecorder:
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
-            location = (self.registry.artifact_root / self.experiment).resolve().as_uri()
-            exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
+            exp_id = mlflow.create_experiment(
+                self.experiment, artifact_location=self.registry.artifact_location(self.experiment)
+            )
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id

@@ -1,8 +1,13 @@
-"""Retrain jobs: the training CLI in a child process, watched by a thread."""
+"""Retrain jobs: the training command, launched by a backend and watched by a thread.
+
+The backend is a child process of this service (the default) or a Kubernetes Job
+(``PREDICT_RETRAIN_BACKEND=kubernetes``, :mod:`prediction_service.serving.kubernetes`). Either
+way the training process writes its outcome to the job's row itself (``train --job-id``), and
+the runner's thread sets the job's status when the process ends.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess  # nosec B404 - runs our own training module, never a shell
@@ -12,18 +17,83 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.settings import Settings
 from prediction_service.specs import select_candidates
-from prediction_service.storage.jobs import JobStore
+from prediction_service.storage.jobs import ACTIVE, JobStore
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "the service stopped while this job was queued or running"
+NO_OUTCOME = "training ended without recording an outcome; see log_tail"
+
+
+class Launcher(Protocol):
+    """Where training runs. ``launch`` starts it; ``wait`` blocks until it ends."""
+
+    #: Jobs outlive this process (a cluster runs them): at start-up, watch the unfinished
+    #: ones again instead of marking them interrupted; at shutdown, leave them running.
+    detached: bool
+
+    def launch(self, job_id: str, args: list[str], log_file: Path) -> None: ...
+
+    def wait(self, job_id: str) -> str | None:
+        """None when training ran to its end (it recorded its outcome), else why it did not."""
+
+    def progress(self, job_id: str) -> str | None:
+        """A line saying where the job is, when the log file cannot."""
+
+    def stop(self) -> None:
+        """The service is stopping: stop waiting (and local children)."""
+
+
+class ProcessLauncher:
+    """Training as a child process of this service: ``python -m prediction_service train``."""
+
+    detached = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(self, job_id: str, args: list[str], log_file: Path) -> None:
+        with log_file.open("wb") as out:
+            self._procs[job_id] = subprocess.Popen(  # nosec B603 - our interpreter, no shell
+                [sys.executable, "-m", "prediction_service", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.settings.child_env()},
+                cwd=self.settings.home,
+            )
+
+    def wait(self, job_id: str) -> str | None:
+        proc = self._procs[job_id]
+        try:
+            code = proc.wait()
+        finally:
+            self._procs.pop(job_id, None)
+        # 0: promoted, 3: registered but not promoted; both recorded an outcome.
+        return None if code in (0, 3) else f"training exited with code {code}; see log_tail"
+
+    def progress(self, job_id: str) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        for proc in list(self._procs.values()):
+            if proc.poll() is None:
+                proc.terminate()
+
+
+def make_launcher(settings: Settings) -> Launcher:
+    if settings.retrain_backend == "kubernetes":
+        from prediction_service.serving.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher.from_settings(settings)
+    return ProcessLauncher(settings)
 
 
 def resolve_data_path(data_dir: Path, raw: str) -> Path:
@@ -43,26 +113,39 @@ def resolve_data_path(data_dir: Path, raw: str) -> Path:
 
 
 class RetrainRunner:
-    """Runs the training CLI in a child process per job; a thread per job waits for it.
+    """Starts retrain jobs, at most one per model, and records how each ends.
 
     Nothing here needs an event loop: the web layer calls ``start`` from a worker thread,
     and so can anything else (the command line, a scheduler).
     """
 
     def __init__(
-        self, settings: Settings, jobs: JobStore, lifecycle: ModelLifecycle, metrics: Metrics
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        lifecycle: ModelLifecycle,
+        metrics: Metrics,
+        launcher: Launcher | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.lifecycle = lifecycle
         self.metrics = metrics
+        self.launcher = launcher or make_launcher(settings)
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}  # model -> running job
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = False
 
     def recover(self) -> int:
-        return self.jobs.fail_interrupted(INTERRUPTED)
+        """Jobs a previous run of the service left unfinished: watched again when the backend
+        runs them on its own (a cluster), else marked interrupted. Returns how many were
+        marked."""
+        if not self.launcher.detached:
+            return self.jobs.fail_interrupted(INTERRUPTED)
+        for job in self.jobs.list(limit=1000):
+            if job["status"] in ACTIVE and job["model"] not in self._threads:
+                self._watch(job["id"], job["model"], None)
+        return 0
 
     def job_dir(self) -> Path:
         path = self.settings.logs_path / "retrain"
@@ -86,14 +169,12 @@ class RetrainRunner:
                 raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
             job_id = uuid.uuid4().hex
             job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
-            thread = threading.Thread(
-                target=self._run,
-                args=(job_id, model, candidates, data),
-                name=f"retrain-{model}",
-                daemon=True,
-            )
-            self._threads[model] = thread
-            thread.start()
+            args = ["train", model, "--job-id", job_id]
+            if candidates:
+                args += ["--candidates", ",".join(candidates)]
+            if data:
+                args += ["--data", str(data)]
+            self._watch(job_id, model, args)
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -106,78 +187,68 @@ class RetrainRunner:
             job["progress"] = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
             if job["status"] == "failed":
                 job["log_tail"] = lines[-20:]
+        elif job["status"] in ACTIVE:
+            job["progress"] = self.launcher.progress(job_id)
         return job
 
-    def _run(
-        self, job_id: str, model: str, candidates: list[str] | None, data: Path | None
-    ) -> None:
-        folder = self.job_dir()
-        result_file = folder / f"{job_id}.json"
-        cmd = [sys.executable, "-m", "prediction_service.training", model]
-        cmd += ["--json-result", str(result_file)]
-        if candidates:
-            cmd += ["--candidates", ",".join(candidates)]
-        if data:
-            cmd += ["--data", str(data)]
+    def _watch(self, job_id: str, model: str, args: list[str] | None) -> None:
+        """A thread that launches the job (unless ``args`` is None: it runs already) and
+        waits for it to end."""
+        thread = threading.Thread(
+            target=self._run, args=(job_id, model, args), name=f"retrain-{model}", daemon=True
+        )
+        self._threads[model] = thread
+        thread.start()
+
+    def _run(self, job_id: str, model: str, args: list[str] | None) -> None:
         started = time.monotonic()
         self.metrics.retrain_in_progress.labels(model).set(1)
-        status, error, outcome = "failed", None, None
+        error: str | None = None
         try:
-            self.jobs.update(job_id, status="running", started_at=datetime.now(UTC))
-            with (folder / f"{job_id}.log").open("wb") as out:
-                proc = subprocess.Popen(  # nosec B603 - our own interpreter and module, no shell
-                    cmd,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **self.settings.child_env()},
-                    cwd=self.settings.home,
-                )
-                self._procs[model] = proc
-                code = proc.wait()
-            if self._stopping:
-                error = INTERRUPTED
-            elif code in (0, 3) and result_file.exists():
-                outcome = json.loads(result_file.read_text())[0]
-                status = "succeeded"
-                if outcome["promoted"]:
-                    # Serve the new champion now, not at the next poll, and before the job
-                    # says it succeeded: a client that saw "succeeded" gets the new version.
-                    self.lifecycle.sync(model)
-            else:
-                error = f"training exited with code {code}; see log_tail"
+            if args is not None:
+                self.jobs.update(job_id, status="running", started_at=datetime.now(UTC))
+                self.launcher.launch(job_id, args, self.job_dir() / f"{job_id}.log")
+            error = self.launcher.wait(job_id)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             error = f"{type(exc).__name__}: {exc}"
             log.exception("retrain job %s failed", job_id)
         finally:
-            self._procs.pop(model, None)
             self.metrics.retrain_in_progress.labels(model).set(0)
+            if not (self._stopping and self.launcher.detached):  # else it runs on
+                self._finish(job_id, model, error, time.monotonic() - started)
+
+    def _finish(self, job_id: str, model: str, error: str | None, seconds: float) -> None:
+        status = "failed"
+        try:
+            job = self.jobs.get(job_id) or {}
+            if self._stopping and not self.launcher.detached:
+                error = INTERRUPTED
+            elif error is None and job.get("version") is not None and not job.get("error"):
+                status = "succeeded"
+                if job.get("promoted"):
+                    # Serve the new champion now, not at the next poll, and before the job
+                    # says it succeeded: a client that saw "succeeded" gets the new version.
+                    self.lifecycle.sync(model)
+            else:
+                error = job.get("error") or error or NO_OUTCOME
+            self.jobs.update(
+                job_id,
+                status=status,
+                finished_at=datetime.now(UTC),
+                error=None if status == "succeeded" else error,
+            )
+        except Exception:  # noqa: BLE001 - the next start marks it interrupted
+            log.exception("could not record the end of retrain job %s", job_id)
+        finally:
             self.metrics.retrain_runs.labels(model, status).inc()
-            self.metrics.retrain_duration.labels(model).observe(time.monotonic() - started)
-            values: dict[str, Any] = {
-                "status": status,
-                "finished_at": datetime.now(UTC),
-                "error": error,
-            }
-            if outcome:
-                values.update(
-                    version=outcome["version"],
-                    promoted=outcome["promoted"],
-                    gate_reason=outcome["reason"],
-                    metrics=outcome["metrics"],
-                )
-            try:
-                self.jobs.update(job_id, **values)
-            except Exception:  # noqa: BLE001 - the next start marks it interrupted
-                log.exception("could not record the end of retrain job %s", job_id)
+            self.metrics.retrain_duration.labels(model).observe(seconds)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop running jobs (they are recorded as interrupted) and wait for their threads."""
+        """Stop watching; local jobs are stopped (recorded as interrupted), cluster Jobs go on."""
         with self._lock:
             self._stopping = True
             threads = list(self._threads.values())
-        for proc in list(self._procs.values()):
-            if proc.poll() is None:
-                proc.terminate()
+        self.launcher.stop()
         deadline = time.monotonic() + timeout_s
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))

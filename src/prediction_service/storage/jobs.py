@@ -47,6 +47,21 @@ class JobStore:
                 update(RetrainJobRecord).where(RetrainJobRecord.id == job_id).values(**values)
             )
 
+    def record_outcome(
+        self, job_id: str, outcome: dict[str, Any] | None, error: str | None
+    ) -> None:
+        """What the training process reports, wherever it runs: the outcome (version,
+        promotion, metrics) or why it failed. The job's status is the runner's to set."""
+        values: dict[str, Any] = {"error": error}
+        if outcome:
+            values.update(
+                version=outcome["version"],
+                promoted=outcome["promoted"],
+                gate_reason=outcome["reason"],
+                metrics=outcome["metrics"],
+            )
+        self.update(job_id, **values)
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(

@@ -10,14 +10,18 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from prediction_service.errors import ServiceError
+from prediction_service.errors import NotFoundError, ServiceError
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
+from prediction_service.storage.jobs import JobStore
 from prediction_service.training.pipeline import TrainOptions, run_training
 
 EXIT_NOT_PROMOTED = 3
+Progress = Callable[[str], None]
 
 
 def build_parser(model: str | None, prog: str | None = None) -> argparse.ArgumentParser:
@@ -28,7 +32,8 @@ def build_parser(model: str | None, prog: str | None = None) -> argparse.Argumen
             f"Train {what} from its spec in config/models/, log every candidate to MLflow, "
             "register the best and give it the 'champion' alias if it passes the quality gate."
         ),
-        epilog="Exit codes: 0 promoted to champion, 3 registered but not promoted, 1 error.",
+        epilog="Exit codes: 0 promoted to champion, 3 registered but not promoted (0 with "
+        "--job-id: the job records it), 1 error.",
     )
     if model is None:
         parser.add_argument("models", nargs="*", help="model names (default: every spec)")
@@ -55,6 +60,11 @@ def build_parser(model: str | None, prog: str | None = None) -> argparse.Argumen
         help="also write the outcome (version, promoted, metrics) to this JSON file",
     )
     parser.add_argument(
+        "--job-id",
+        help="the retrain job this run is (set by the service): its outcome, or why it failed, "
+        "is written to that job's row in the prediction database",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="fast smoke run: only the spec's first candidate and 2-fold CV",
@@ -75,15 +85,40 @@ def main(argv: list[str] | None = None, model: str | None = None, prog: str | No
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    jobs = job_store(settings) if args.job_id else None
+    try:
+        code, outcomes, error = _train(args, model, settings, progress)
+    except BaseException as exc:  # recorded on the job, then raised as it was
+        if jobs:
+            jobs.record_outcome(args.job_id, None, f"{type(exc).__name__}: {exc}")
+        raise
+    if args.json_result:
+        args.json_result.write_text(json.dumps(outcomes, indent=2))
+    if jobs:
+        jobs.record_outcome(args.job_id, outcomes[0] if outcomes else None, error)
+        if code == EXIT_NOT_PROMOTED:
+            return 0  # the job's row says whether it was promoted; the run itself succeeded
+    return code
+
+
+def job_store(settings: Settings) -> JobStore:
+    from prediction_service.storage.db import make_engine
+
+    return JobStore(make_engine(settings.effective_database_url))
+
+
+def _train(
+    args: argparse.Namespace, model: str | None, settings: Settings, progress: Progress
+) -> tuple[int, list[dict[str, Any]], str | None]:
+    """Exit code, one outcome per trained model, and the error that stopped training."""
+    outcomes: list[dict[str, Any]] = []
     try:
         specs = load_specs(settings.specs_path)
         names = [model] if model else (args.models or list(specs))
         unknown = [n for n in names if n not in specs]
         if unknown:
-            print(f"error: unknown model(s) {unknown}; specs: {sorted(specs)}", file=sys.stderr)
-            return 1
+            raise NotFoundError(f"unknown model(s) {unknown}; specs: {sorted(specs)}")
         code = 0
-        outcomes: list[dict[str, object]] = []
         for name in names:
             spec = specs[name]
             if model is None and args.missing_only:
@@ -108,9 +143,7 @@ def main(argv: list[str] | None = None, model: str | None = None, prog: str | No
             outcomes.append(result.outcome())
             if not result.promoted:
                 code = EXIT_NOT_PROMOTED
-        if args.json_result:
-            args.json_result.write_text(json.dumps(outcomes, indent=2))
-        return code
+        return code, outcomes, None
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return 1, outcomes, exc.message
