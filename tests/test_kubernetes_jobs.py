@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,7 +158,12 @@ def pod_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture()
 def k8s_settings(small: Small, tmp_path: Path) -> Settings:
-    return small_settings(small, tmp_path, retrain_backend="kubernetes", k8s_poll_s=0.1)
+    """The small models' registry, copied: these tests promote new champions, which the
+    other tests of the session must not see."""
+    source = Path(small[0].effective_tracking_uri.removeprefix("sqlite:///"))
+    shutil.copy2(source, tmp_path / "mlflow.db")
+    return small_settings(small, tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          retrain_backend="kubernetes", k8s_poll_s=0.1)  # fmt: skip
 
 
 def make_runner(settings: Settings, cluster: FakeCluster) -> RetrainRunner:
