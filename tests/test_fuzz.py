@@ -22,7 +22,7 @@ import pytest
 
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
-from tests.conftest import ROOT, small_settings
+from tests.conftest import ROOT, registry_copy, small_settings
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 
 
 def serve(small: Small, workdir: Path, **env: str) -> LiveServer:
-    settings = small_settings(small, workdir)
+    # Admin calls retrain, promote and roll back: on a copy of the session's registry.
+    settings = small_settings(small, workdir, tracking_uri=registry_copy(small, workdir))
     env = {"PREDICT_ADMIN_TOKEN": ADMIN, "PREDICT_AUTH_FAILURE_LIMIT": "1000000/minute", **env}
     return LiveServer(settings, workdir / "server.log", **env).start()
 

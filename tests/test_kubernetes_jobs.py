@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.settings import Settings
 from prediction_service.storage.db import make_engine, migrate
 from prediction_service.storage.jobs import JobStore
-from tests.conftest import ROOT, small_settings
+from tests.conftest import ROOT, registry_copy, small_settings
 
 Small = tuple[Settings, dict[str, Any]]
 NAMESPACE = "ml"
@@ -160,9 +159,7 @@ def pod_env(settings: Settings) -> dict[str, str]:
 def k8s_settings(small: Small, tmp_path: Path) -> Settings:
     """The small models' registry, copied: these tests promote new champions, which the
     other tests of the session must not see."""
-    source = Path(small[0].effective_tracking_uri.removeprefix("sqlite:///"))
-    shutil.copy2(source, tmp_path / "mlflow.db")
-    return small_settings(small, tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    return small_settings(small, tmp_path, tracking_uri=registry_copy(small, tmp_path),
                           retrain_backend="kubernetes", k8s_poll_s=0.1)  # fmt: skip
 
 

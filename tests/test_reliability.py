@@ -32,6 +32,7 @@ from tests.conftest import (
     HOUSING_RECORD,
     IRIS_RECORD,
     make_settings,
+    registry_copy,
     require_program,
     small_settings,
 )
@@ -51,9 +52,9 @@ def serve(small: Small, workdir: Path, **env: str) -> LiveServer:
 
 
 def _settings_overrides(env: dict[str, str]) -> dict[str, Any]:
-    # the database URL travels in the settings (the live server reads it from there)
-    url = env.pop("PREDICT_DATABASE_URL", None)
-    return {"database_url": url} if url else {}
+    # the store URLs travel in the settings (the live server reads them from there)
+    names = {"PREDICT_DATABASE_URL": "database_url", "PREDICT_TRACKING_URI": "tracking_uri"}
+    return {field: env.pop(var) for var, field in names.items() if var in env}
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +353,9 @@ def test_sigkill_mid_traffic_loses_at_most_the_last_flush(small: Small, tmp_path
 
 
 def test_a_retrain_child_killed_mid_training(small: Small, tmp_path: Path) -> None:
-    live = serve(small, tmp_path, PREDICT_ADMIN_TOKEN=ADMIN)
+    # The second retrain may promote: on a copy of the session's registry.
+    live = serve(small, tmp_path, PREDICT_ADMIN_TOKEN=ADMIN,
+                 PREDICT_TRACKING_URI=registry_copy(small, tmp_path))  # fmt: skip
     auth = {"Authorization": f"Bearer {ADMIN}"}
     try:
         before = live.post("/predict/housing", json=HOUSING_RECORD).json()["version"]
