@@ -115,11 +115,11 @@ def small_settings(
     return make_settings(workdir, **values)
 
 
-def registry_copy(small: tuple[Settings, dict[str, TrainingResult]], workdir: Path) -> str:
-    """A tracking URI over a copy of the small models' registry, for a test that moves
-    aliases (retrain, promote, rollback) which the session's other tests must not see. The
-    artifacts stay where they are: the copy's runs point at them."""
-    source = Path(small[0].effective_tracking_uri.removeprefix("sqlite:///"))
+def registry_copy(store: tuple[Settings, dict[str, TrainingResult]], workdir: Path) -> str:
+    """A tracking URI over a copy of a session registry (``small`` or ``trained``), for a
+    test that moves aliases (retrain, promote, rollback) which the session's other tests
+    must not see. The artifacts stay where they are, shared: the copy's runs point at them."""
+    source = Path(store[0].effective_tracking_uri.removeprefix("sqlite:///"))
     target = workdir / "registry-copy" / "mlflow.db"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, target)

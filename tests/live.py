@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    output: Callable[[], str],
+    ok: Callable[[int], bool] = lambda status: status == 200,
+) -> None:
+    """Poll ``url`` until its status is ``ok``; fail with the process's output if it exits
+    first (RuntimeError) or ``timeout_s`` passes (TimeoutError)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited early:\n{output()}")
+        try:
+            if ok(requests.get(url, timeout=2).status_code):
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}: not ready in {timeout_s} s:\n{output()}")
 
 
 class LiveServer:
@@ -43,19 +66,13 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes job children too
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                r = requests.get(f"{self.url}/ready", timeout=2)
-                if r.status_code == 200 or (not want_ready and r.status_code == 503):
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready in {timeout_s}s:\n{self.output()}")
+        try:
+            wait_for_http(f"{self.url}/ready", self.proc, timeout_s, self.output,
+                          lambda status: status == 200 or (not want_ready and status == 503))  # fmt: skip
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, the way an orchestrator stops it; returns the exit code."""

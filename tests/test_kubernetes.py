@@ -49,74 +49,69 @@ RULE = {
     },
     "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
 }
+
+
+def crd(spec: dict[str, Any]) -> dict[str, Any]:
+    """A monitoring.coreos.com/v1 object whose spec has exactly these properties."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "metadata": METADATA,
+            "spec": {"type": "object", "additionalProperties": False, **spec},
+        },
+    }
+
+
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "PrometheusRule": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
+    "PrometheusRule": crd({
+        "required": ["groups"],
         "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": {"type": "string", "minLength": 1},
-                                "interval": DURATION,
-                                "labels": STRINGS,
-                                "rules": {"type": "array", "minItems": 1, "items": RULE},
-                            },
-                        },
-                    }
-                },
-            },
-        },
-    },
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "jobLabel": {"type": "string"},
-                    "selector": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {"matchLabels": STRINGS},
-                    },
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["port"],
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string", "pattern": "^/"},
-                                "scheme": {"enum": ["http", "https"]},
-                                "interval": DURATION,
-                                "scrapeTimeout": DURATION,
-                            },
-                        },
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": DURATION,
+                        "labels": STRINGS,
+                        "rules": {"type": "array", "minItems": 1, "items": RULE},
                     },
                 },
             },
         },
-    },
-}
+    }),
+    "ServiceMonitor": crd({
+        "required": ["selector", "endpoints"],
+        "properties": {
+            "jobLabel": {"type": "string"},
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": STRINGS},
+            },
+            "endpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["port"],
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "scheme": {"enum": ["http", "https"]},
+                        "interval": DURATION,
+                        "scrapeTimeout": DURATION,
+                    },
+                },
+            },
+        },
+    }),
+}  # fmt: skip
 
 Objects = list[dict[str, Any]]
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from kubernetes import client
 
@@ -36,6 +35,7 @@ from prediction_service.settings import Settings
 from prediction_service.storage.db import make_engine, migrate
 from prediction_service.storage.jobs import JobStore
 from tests.conftest import ROOT, registry_copy, small_settings
+from tests.live import free_port, wait_for_http
 
 Small = tuple[Settings, dict[str, Any]]
 NAMESPACE = "ml"
@@ -291,8 +291,6 @@ def test_the_kubernetes_backend_needs_a_cluster(tmp_path: Path, small: Small) ->
 @pytest.fixture()
 def tracking_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real MLflow tracking server storing (and serving) the artifacts, as in production."""
-    from tests.live import free_port
-
     port = free_port()
     folder = tmp_path / "tracking-server"
     folder.mkdir()
@@ -305,17 +303,9 @@ def tracking_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            assert proc.poll() is None, (tmp_path / "tracking-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the MLflow server did not start in 90 s"
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
+        wait_for_http(f"{url}/health", proc, 90,
+                      lambda: (tmp_path / "tracking-server.log").read_text()[-3000:])  # fmt: skip
         yield url, folder / "artifacts"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -17,7 +17,7 @@ import pytest
 
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
-from tests.conftest import IRIS_RECORD, ROOT, make_settings
+from tests.conftest import IRIS_RECORD, ROOT, make_settings, registry_copy
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -30,13 +30,12 @@ Trained = tuple[Settings, dict[str, TrainingResult]]
 def own_registry(trained: Trained, workdir: Path) -> Settings:
     """A private copy of the session registry (artifacts are shared, read-only), own DB."""
     settings, _ = trained
-    shutil.copy(settings.effective_tracking_uri.removeprefix("sqlite:///"), workdir / "mlflow.db")
     data = workdir / "data"
     data.mkdir()
     shutil.copy(ROOT / "data" / "iris_raw.csv", data / "iris_raw.csv")
     return make_settings(
         workdir,
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        tracking_uri=registry_copy(trained, workdir),
         artifact_root=settings.artifact_path,
         data_dir=data,
         logs_dir=workdir / "logs",

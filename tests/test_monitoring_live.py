@@ -22,7 +22,7 @@ import yaml
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, require_program
-from tests.live import LiveServer, free_port
+from tests.live import LiveServer, free_port, wait_for_http
 from tests.test_lifecycle_live import AUTH, own_registry, start, wait_job
 
 pytestmark = pytest.mark.slow
@@ -151,15 +151,8 @@ class Prometheus:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("prometheus did not become ready")
+        wait_for_http(f"{self.url}/-/ready", self.proc, 60,
+                      lambda: (workdir / "prometheus.log").read_text()[-3000:])  # fmt: skip
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         r = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)

@@ -100,6 +100,9 @@ _HAND_CASES = [
      {}, 400, '"parameters" must be an object'),
     ("MLflow empty body", "/invocations", b"", {"Content-Type": "application/json"}, 422,
      "not valid JSON"),
+    # Found by schemathesis: a bare carriage return in a CSV body was a 500.
+    ("CSV with a bare CR", "/invocations", b"a\rb", {"Content-Type": "text/csv"}, 422,
+     "CSV row 1, column 'a': 'b' is not a number"),
 ]  # fmt: skip
 
 
@@ -116,6 +119,12 @@ def test_hostile_input_gets_a_clear_4xx(
     message = " ".join(str(v) for v in r.json().values())  # detail, error or message
     assert words in message
     assert "Traceback" not in r.text and "/work/" not in r.text and ".py" not in r.text
+
+
+def test_a_cursor_beyond_64_bits_is_a_4xx(server: LiveServer) -> None:
+    """Found by schemathesis: SQLite could not bind it, and the route answered 500."""
+    r = server.get("/predictions/history", params={"cursor": "984238745298193350656"})
+    assert r.status_code == 422 and "less than or equal to" in r.text, r.text
 
 
 def test_a_header_of_8_kb_is_served(server: LiveServer) -> None:

@@ -169,12 +169,28 @@ def test_a_poisoned_request_id_costs_only_its_own_row(engine: Engine) -> None:
 
 def test_the_queue_is_bounded(engine: Engine) -> None:
     metrics = Metrics()
-    log = PredictionLog(engine, metrics, max_queue=10)  # writer not started: nothing drains
+    # The writer is not started, so nothing makes room: after the wait, rows are dropped.
+    log = PredictionLog(engine, metrics, max_queue=10, full_wait_s=0.05)
     log.record(rows(range(8)))
-    log.record(rows(range(8, 11)))  # would make 11: dropped whole
+    started = time.monotonic()
+    log.record(rows(range(8, 11)))  # would make 11: waits, then dropped whole
+    assert time.monotonic() - started >= 0.05
     log.record(rows([99, 100]))
     assert log.queue_depth == 10
     assert metrics.log_dropped._value.get() == 3
+
+
+def test_a_full_queue_slows_requests_down_and_loses_nothing(engine: Engine) -> None:
+    """Rows arriving faster than the writer takes them wait for room instead of being lost."""
+    metrics = Metrics()
+    log = PredictionLog(engine, metrics, max_queue=10, batch_size=4, flush_interval_s=0.01)
+    log.start()
+    for start in range(0, 600, 3):
+        log.record(rows(range(start, start + 3)))  # 200 requests of 3 rows into a 10-row queue
+    log.close()
+    with engine.connect() as conn:
+        logged = conn.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar_one()
+    assert (logged, metrics.log_dropped._value.get()) == (600, 0)
 
 
 def test_jobs_and_traffic(engine: Engine) -> None:

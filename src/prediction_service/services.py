@@ -140,6 +140,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         max_queue=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         flush_interval_s=settings.log_flush_interval_s,
+        full_wait_s=settings.log_full_wait_s,
     )
     codecs = {
         name: FeatureCodec(spec, settings.max_batch_size, example_row(spec, settings.home))

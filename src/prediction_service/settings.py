@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
     grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
     log_queue_size: int = Field(default=100_000, ge=1)
+    log_full_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long a request waits for room in a full log queue before its rows "
+        "are dropped",
+    )
     log_batch_size: int = Field(default=500, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)

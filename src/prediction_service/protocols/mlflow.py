@@ -104,7 +104,10 @@ def _decode_csv(body: bytes) -> Payload:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _bad(f"the CSV body is not UTF-8: {exc}") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    try:  # newline="": the csv module handles \r, \n and \r\n itself, quoted or not
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    except csv.Error as exc:
+        raise _bad(f"the CSV body cannot be read: {exc}") from None
     if len(rows) < 2:
         raise _bad("a CSV body needs a header row and at least one row of values")
     header, values = [h.strip() for h in rows[0]], rows[1:]

@@ -1,8 +1,11 @@
 """The prediction log: a bounded queue drained in batches by one writer thread.
 
 Requests only enqueue (no I/O on the request path). If the database fails, rows of that
-batch are counted as lost and predictions keep succeeding; a full queue drops new rows and
-counts them, so memory stays bounded. ``close`` drains the queue before returning.
+batch are counted as lost and predictions keep succeeding. A full queue pushes back: the
+request waits for the writer to make room, so traffic faster than the database can take is
+slowed rather than lost; only when the writer stays stuck for ``full_wait_s`` (a hung
+database) are new rows dropped and counted, so memory stays bounded and requests still get
+answers. ``close`` drains the queue before returning.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class PredictionLog:
         max_queue: int = 100_000,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
+        full_wait_s: float = 5.0,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -80,7 +84,9 @@ class PredictionLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queued_rows = 0  # rows enqueued and not yet handled by the writer
         self._unfinished = 0  # queue items likewise
+        self.full_wait_s = full_wait_s
         self._count_lock = threading.Lock()
+        self._room = threading.Condition(self._count_lock)  # the writer made room
         self._thread: threading.Thread | None = None
         self._closing = False  # no outage retries while draining at shutdown
         self._last_error_log = 0.0
@@ -95,10 +101,15 @@ class PredictionLog:
 
     # -- request path ------------------------------------------------------------------
     def record(self, batch: LogBatch) -> None:
-        """Queue ``batch`` for writing; drop it (and count it) when the queue is full."""
+        """Queue ``batch`` for writing. When the queue is full, wait up to ``full_wait_s`` for
+        the writer to make room (this holds the caller, on purpose: backpressure), then drop
+        the rows and count them. A batch larger than the whole queue waits for it to empty."""
         n = batch.size
         with self._count_lock:
-            if self._queued_rows + n > self.max_queue:
+            if self._queued_rows + n > self.max_queue and not self._room.wait_for(
+                lambda: self._queued_rows == 0 or self._queued_rows + n <= self.max_queue,
+                self.full_wait_s,
+            ):
                 self.metrics.log_dropped.inc(n)
                 return
             self._queued_rows += n
@@ -219,6 +230,7 @@ class PredictionLog:
             with self._count_lock:
                 self._queued_rows -= rows
                 self._unfinished -= len(batches)
+                self._room.notify_all()
             self.metrics.log_queue_depth.set(self._queued_rows)
 
     def _write(self, batches: list[LogBatch], rows: int) -> None:

@@ -21,7 +21,7 @@ async def history(
     model: Annotated[str | None, Query(description="only this model")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
-        int | None, Query(ge=1, description="next_cursor of the previous page")
+        int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page")
     ] = None,
 ) -> HistoryPage:
     if model is not None:
