@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,22 @@ def test_tool_passes(command: list[str]) -> None:
         [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_grpc_modules_are_generated_from_the_committed_proto(tmp_path: Path) -> None:
+    """`make grpc` output, compared file by file with what is committed."""
+    package = Path("prediction_service/protocols/v2_grpc")
+    subprocess.run(  # noqa: S603 - the test's own interpreter
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'src'}", f"--python_out={tmp_path}",
+         f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+         str(ROOT / "src" / package / "grpc_predict_v2.proto")],
+        check=True,
+    )  # fmt: skip
+    generated = sorted(p.name for p in (tmp_path / package).iterdir())
+    assert generated == [
+        "grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"
+    ]  # fmt: skip
+    for name in generated:
+        assert (tmp_path / package / name).read_text() == (
+            ROOT / "src" / package / name
+        ).read_text()
