@@ -44,7 +44,8 @@ def _kernel() -> Any | None:
     tree_args = [_P] * 6 + [ctypes.c_int32] * 2
     lib.forest_predict.argtypes = tree_args + [_P, ctypes.c_int64, ctypes.c_int32, _P]
     lib.forest_predict_row.argtypes = tree_args + [_P, _P]
-    lib.forest_predict.restype = lib.forest_predict_row.restype = None
+    lib.forest_shap.argtypes = tree_args + [_P, _P, ctypes.c_int64, ctypes.c_int32, _P]
+    lib.forest_predict.restype = lib.forest_predict_row.restype = lib.forest_shap.restype = None
     return lib
 
 
@@ -87,6 +88,9 @@ class Forest:
     n_outputs: int
     transform: Callable[[np.ndarray], np.ndarray]
     objective: str
+    # float64, per node: training rows that reached it (TreeSHAP's weights); None in the
+    # portable form of versions trained before explanations existed
+    count: np.ndarray | None = None
 
     @cached_property
     def _trees(self) -> tuple[Any, ...]:
@@ -111,6 +115,7 @@ class Forest:
         value: list[float] = []
         roots: list[int] = []
         depth: list[int] = []
+        count: list[float] = []
 
         def add_leaf() -> int:
             i = len(feature)
@@ -118,6 +123,7 @@ class Forest:
             threshold.append(np.inf)
             child.append(i)
             value.append(0.0)
+            count.append(0.0)
             return i
 
         for tree in dump["tree_info"]:
@@ -129,7 +135,9 @@ class Forest:
                 deepest = max(deepest, level)
                 if "split_index" not in node:
                     value[i] = float(node["leaf_value"])
+                    count[i] = float(node.get("leaf_count", 0))
                     continue
+                count[i] = float(node.get("internal_count", 0))
                 if node.get("decision_type") != "<=" or node.get("missing_type") not in (
                     "None",
                     "NaN",
@@ -152,6 +160,7 @@ class Forest:
             n_outputs=n_outputs,
             transform=transform,
             objective=objective,
+            count=np.array(count, dtype=np.float64),
         )
 
     _ARRAYS = ("feature", "threshold", "child", "value", "roots", "depth")
@@ -159,11 +168,14 @@ class Forest:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The forest as plain arrays (saved with ``np.savez``, loaded without pickle)."""
         shape = np.array([self.n_features, self.n_outputs], dtype=np.int64)
-        return {
+        arrays = {
             **{name: getattr(self, name) for name in self._ARRAYS},
             "shape": shape,
             "objective": np.array(self.objective),
         }
+        if self.count is not None:
+            arrays["count"] = self.count
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> Forest | None:
@@ -177,6 +189,7 @@ class Forest:
             n_outputs=n_outputs,
             transform=transform,
             objective=str(arrays["objective"]),
+            count=np.ascontiguousarray(arrays["count"]) if "count" in arrays else None,
         )
 
     def raw(self, X: np.ndarray) -> np.ndarray:
@@ -215,3 +228,33 @@ class Forest:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """What the scikit-learn wrapper's predict (regression) or predict_proba gives."""
         return self.transform(self.raw(X))
+
+    @cached_property
+    def expected_value(self) -> np.ndarray:
+        """Per output: the mean raw score over the training rows (the sum over trees of
+        each leaf's value weighted by the share of rows reaching it)."""
+        assert self.count is not None
+        leaf = self.child == np.arange(len(self.child))
+        tree = np.searchsorted(self.roots, np.arange(len(self.child)), side="right") - 1
+        share = self.count / self.count[self.roots][tree]
+        per_tree = np.bincount(tree[leaf], (self.value * share)[leaf], minlength=len(self.roots))
+        out = np.zeros(self.n_outputs)
+        for k in range(self.n_outputs):  # LightGBM's sum order: tree by tree
+            for v in per_tree[k :: self.n_outputs]:
+                out[k] += v
+        return out
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP values, (rows, outputs, features + 1): each feature's contribution
+        to each raw output, then the expected value; a row's entries sum to its raw score."""
+        lib = _kernel()
+        if self.count is None or lib is None:
+            raise ValueError("this forest has no node counts: explanations need a retrain")
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features or np.isnan(X).any():
+            raise ValueError(f"expected finite rows of {self.n_features} features")
+        out = np.zeros((X.shape[0], self.n_outputs, self.n_features + 1))
+        lib.forest_shap(*self._trees, self.count.ctypes.data, X.ctypes.data, X.shape[0],
+                        self.n_features, out.ctypes.data)  # fmt: skip
+        out[:, :, -1] = self.expected_value
+        return out
