@@ -90,6 +90,13 @@ class MethodNotAllowedError(ServiceError):
         super().__init__(f"method {method} is not allowed here; use POST")
 
 
+class NotExplainableError(ServiceError):
+    """The served version has no exact explainer (its estimator, or its age)."""
+
+    status_code = 501
+    reason = "not_explainable"
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status_code = 415
     reason = "unsupported_media_type"

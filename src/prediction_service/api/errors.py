@@ -34,7 +34,7 @@ _STATUS: dict[str, Callable[[ServiceError], int]] = {v2.PROTOCOL: v2.status_of}
 def error_reply(protocol: str, exc: ServiceError) -> tuple[int, dict[str, Any]]:
     """The status and body that answer ``exc`` in ``protocol``."""
     status = _STATUS[protocol](exc) if protocol in _STATUS else exc.status_code
-    return status, _BODIES[protocol](exc)
+    return status, _BODIES.get(protocol, native.error_body)(exc)  # explain: ours
 
 
 def protocol_of(path: str) -> str:

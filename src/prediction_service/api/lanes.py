@@ -28,6 +28,7 @@ from prediction_service.api.errors import error_reply
 from prediction_service.errors import BatchTooLargeError, MethodNotAllowedError, ServiceError
 from prediction_service.protocols import mlflow, native, v2
 from prediction_service.services import Services
+from prediction_service.serving.service import EXPLAIN
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,22 @@ def native_batch(services: Services, lane: Lane, request: Request) -> Reply:
     return Reply(native.encode_batch(p), [_JSON])
 
 
+def explain_one(services: Services, lane: Lane, request: Request) -> Reply:
+    model = lane.model or ""
+    codec = services.codec(model)
+    X = native.decode_one(codec, request.body, request.content_type)
+    p, contributions = services.predictions.explain(model, X, request.request_id)
+    return Reply(native.encode_explanation(p, contributions, codec.names), [_JSON])
+
+
+def explain_batch(services: Services, lane: Lane, request: Request) -> Reply:
+    model = lane.model or ""
+    codec = services.codec(model)
+    X = native.decode_batch(codec, request.body, request.content_type)
+    p, contributions = services.predictions.explain(model, X, request.request_id)
+    return Reply(native.encode_explanations(p, contributions, codec.names), [_JSON])
+
+
 def v2_infer(services: Services, lane: Lane, request: Request) -> Reply:
     model = lane.model or ""
     codec = services.codec(model)
@@ -128,6 +145,10 @@ class PredictionLanes:
             self._exact[f"/predict/{name}/batch"] = Lane(
                 f"/predict/{name}/batch", "native", native_batch, name, max_body=max_body
             )
+            self._exact[f"/explain/{name}"] = Lane(f"/explain/{name}", EXPLAIN, explain_one, name)
+            self._exact[f"/explain/{name}/batch"] = Lane(
+                f"/explain/{name}/batch", EXPLAIN, explain_batch, name, max_body=max_body
+            )
             self._exact[f"/v2/models/{name}/infer"] = self._v2(name, None)
             self._exact[f"/models/{name}/invocations"] = self._mlflow(name)
 
@@ -153,6 +174,11 @@ class PredictionLanes:
                 return Lane("/predict/{model}", "native", native_one, parts[2])
             if parts[3] == "batch":
                 return Lane("/predict/{model}/batch", "native", native_batch, parts[2])
+        if len(parts) in (3, 4) and parts[1] == "explain" and parts[2]:
+            if len(parts) == 3:
+                return Lane("/explain/{model}", EXPLAIN, explain_one, parts[2])
+            if parts[3] == "batch":
+                return Lane("/explain/{model}/batch", EXPLAIN, explain_batch, parts[2])
         if len(parts) >= 5 and parts[1:3] == ["v2", "models"] and parts[-1] == "infer":
             if len(parts) == 5:
                 return self._v2(parts[3], None)

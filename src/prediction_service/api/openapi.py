@@ -18,6 +18,8 @@ from prediction_service.api.schemas import (
     ERROR_MEANING,
     BatchOut,
     ErrorOut,
+    ExplanationBatchOut,
+    ExplanationOut,
     MlflowError,
     MlflowPredictions,
     MlflowRequest,
@@ -83,7 +85,8 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
     """The lanes' path items, and the models their schemas refer to."""
     paths: dict[str, Any] = {}
     models: list[type[BaseModel]] = [
-        PredictionOut, BatchOut, ErrorOut, V2InferRequest, V2InferResponse, V2Error,
+        PredictionOut, BatchOut, ExplanationOut, ExplanationBatchOut, ErrorOut, V2InferRequest,
+        V2InferResponse, V2Error,
         MlflowRequest, MlflowPredictions, MlflowError,
     ]  # fmt: skip
     limit = services.settings.max_batch_size
@@ -115,6 +118,33 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
             ErrorOut,
             native_errors,
             f"Up to {limit} records in one call; results come back in order.",
+        )
+        explain_text = (
+            "The champion's prediction and each feature's exact contribution: TreeSHAP for "
+            "LightGBM forests, coefficient times the scaled feature for linear models behind a "
+            "standard scaler; base_value plus the contributions is the prediction (regressors) "
+            "or each explained class's log-odds (classifiers). Logged and counted like "
+            "predictions, with protocol explain. 501 for a version without an exact explainer."
+        )
+        paths[f"/explain/{name}"] = _operation(
+            f"Explain the prediction of one {name} record",
+            f"explain_{name}",
+            "explain",
+            _json(_ref(codec.record_model)),
+            ExplanationOut,
+            ErrorOut,
+            (*native_errors, 501),
+            explain_text,
+        )
+        paths[f"/explain/{name}/batch"] = _operation(
+            f"Explain the predictions of a batch of {name} records",
+            f"explain_{name}_batch",
+            "explain",
+            _json(_ref(codec.batch_model)),
+            ExplanationBatchOut,
+            ErrorOut,
+            (*native_errors, 501),
+            f"Up to {limit} records; in order. " + explain_text,
         )
         v2_errors = (400, 404, 413, 415, 503)
         features = ", ".join(codec.names)

@@ -38,6 +38,7 @@ ERROR_MEANING = {
     415: "unsupported content type",
     422: "invalid input; the message names each bad field",
     429: "too many requests (Retry-After says when to come back)",
+    501: "the served version cannot be explained (its estimator has no exact explainer, or it was trained before explanations)",
     503: "the model is not loaded",
 }
 
@@ -72,6 +73,45 @@ class BatchOut(_Out):
     version: str
     count: int
     predictions: list[BatchItemOut]
+    latency_ms: float
+
+
+# -- explanations ------------------------------------------------------------------------
+class ExplanationItemOut(_Out):
+    prediction_id: str
+    prediction: float | str
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Probability of each class (classifiers only)."
+    )
+    output: Literal["log-odds"] | None = Field(
+        default=None, description="What a classifier's contributions explain (classifiers only)."
+    )
+    base_value: float | dict[str, float] = Field(
+        description="The mean output over the training rows: the value (regressors), or per "
+        "explained class its log-odds (classifiers; binary ones explain the second class)."
+    )
+    contributions: dict[str, float] | dict[str, dict[str, float]] = Field(
+        description="Each feature's contribution (per explained class for classifiers); with "
+        "base_value they add up to the prediction, or to raw_score."
+    )
+    raw_score: dict[str, float] | None = Field(
+        default=None, description="Per explained class, the log-odds the model computed."
+    )
+
+
+class ExplanationOut(ExplanationItemOut):
+    model: str
+    registered_name: str
+    version: str
+    latency_ms: float
+
+
+class ExplanationBatchOut(_Out):
+    model: str
+    registered_name: str
+    version: str
+    count: int
+    explanations: list[ExplanationItemOut]
     latency_ms: float
 
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # rows (n, features) float64 -> values (n,) for regressors, probabilities (n, classes) otherwise
 PredictFn = Callable[[np.ndarray], np.ndarray]
+# rows (n, features) -> (n, outputs, features + 1): each feature's contribution to each raw
+# output (the value for regressors, log-odds for classifiers), then the output's base value
+ExplainFn = Callable[[np.ndarray], np.ndarray]
 Arrays = Mapping[str, np.ndarray]
 
 _LINEAR_REGRESSORS = {"Ridge", "LinearRegression", "Lasso", "ElasticNet"}
@@ -133,6 +136,13 @@ def _portable(model: Any, task: str, sample: np.ndarray) -> tuple[dict[str, Any]
     bundle: dict[str, Any] = {
         **arrays, "check_rows": sample, "check_outputs": estimator_predict(model, task)(sample)
     }  # fmt: skip
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if hasattr(final, "booster_"):  # LightGBM's own TreeSHAP: what ours must reproduce at load
+        inputs = model[:-1].transform(sample) if hasattr(model, "steps") else sample
+        contrib = final.booster_.predict(inputs, pred_contrib=True)
+        bundle["check_contributions"] = np.asarray(contrib).reshape(
+            len(sample), -1, sample.shape[1] + 1
+        )
     if task == "classification":
         bundle["classes"] = np.array([str(c) for c in model.classes_])
     loaded = from_bundle(bundle)
@@ -163,3 +173,69 @@ def from_bundle(bundle: Arrays) -> tuple[PredictFn, tuple[str, ...] | None] | No
         return None
     classes = tuple(str(c) for c in bundle["classes"]) if "classes" in bundle else None
     return predict, classes
+
+
+def _scalers(arrays: Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    while f"scaler{len(out)}_mean" in arrays:
+        out.append((arrays[f"scaler{len(out)}_mean"], arrays[f"scaler{len(out)}_scale"]))
+    return out
+
+
+def _scaled(scalers: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray) -> np.ndarray:
+    for mean, scale in scalers:
+        X = (X - mean) / scale
+    return X
+
+
+def explainer_from_bundle(bundle: Arrays) -> tuple[ExplainFn | None, str]:
+    """The exact explainer of a bundle's model, or None and the reason there is none.
+
+    A LightGBM forest: TreeSHAP over its node counts, which must equal LightGBM's own
+    ``pred_contrib`` on the check rows. A linear model behind a standard scaler: each
+    coefficient times the feature's scaled value, which is its distance from the training
+    mean in the model's scaled space (the scaler's mean is the training mean), with the
+    intercept as the base. Either way a row's contributions and base add up to its raw score.
+    """
+    link = str(bundle["link"])
+    scalers = _scalers(bundle)
+    explain: ExplainFn
+    raw: PredictFn  # scaled rows -> raw outputs, what the contributions must add up to
+    if link == "forest":
+        forest = Forest.from_arrays({k[7:]: v for k, v in bundle.items() if k[:7] == "forest_"})
+        if forest is None or forest.count is None or "check_contributions" not in bundle:
+            return None, "this version was trained before explanations: retrain it to explain"
+        raw = forest.raw
+        explain = lambda X: forest.contributions(_scaled(scalers, X))  # noqa: E731
+    else:
+        if not scalers:
+            return (
+                None,
+                "a linear model without a standard scaler has no training mean to explain from",
+            )
+        coef = np.atleast_2d(bundle["coef"])
+        intercept = np.atleast_1d(bundle["intercept"])
+
+        raw = lambda Z: np.asarray(Z @ coef.T + intercept)  # noqa: E731
+
+        def explain(X: np.ndarray) -> np.ndarray:
+            Z = _scaled(scalers, X)
+            out = np.empty((len(Z), len(coef), Z.shape[1] + 1))
+            out[:, :, :-1] = Z[:, None, :] * coef[None, :, :]
+            out[:, :, -1] = intercept
+            return out
+
+    rows = bundle["check_rows"]
+    try:
+        got = explain(rows)
+        adds_up = np.allclose(got.sum(axis=2), raw(_scaled(scalers, rows)), rtol=1e-9, atol=1e-9)
+        if "check_contributions" in bundle:
+            adds_up = adds_up and np.allclose(
+                got, bundle["check_contributions"], rtol=1e-9, atol=1e-9
+            )
+    except Exception:  # noqa: BLE001 - an explainer that fails its check is not offered
+        log.exception("explainer failed on the check rows")
+        adds_up = False
+    if not adds_up:
+        return None, "the explainer did not reproduce this version's check rows"
+    return explain, ""

@@ -1,12 +1,15 @@
-"""Our own REST protocol: ``POST /predict/<model>`` (one record) and ``/predict/<model>/batch``.
+"""Our own REST protocol: ``POST /predict/<model>`` (one record) and ``/predict/<model>/batch``,
+and the same bodies at ``/explain/<model>[/batch]``.
 
 Errors are ``{"detail": str, "errors": [...]}``, the same shape every FastAPI route answers.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import orjson
 
 from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
@@ -73,6 +76,51 @@ def encode_batch(p: Prediction) -> bytes:
             "version": p.version,
             "count": len(items),
             "predictions": items,
+            "latency_ms": p.latency_ms,
+        }
+    )
+
+
+def _explained(
+    p: Prediction, row: int, contributions: np.ndarray, features: tuple[str, ...]
+) -> dict[str, Any]:
+    """One row's explanation: regressors explain the value, classifiers each class's raw
+    score in log-odds (a binary model has one: the second class's)."""
+    item: dict[str, Any] = {"prediction_id": p.ids[row], "prediction": p.values[row]}
+    c = contributions[row].tolist()  # (outputs, features + 1): contributions, then the base
+    if p.classes is None:
+        item["base_value"] = c[0][-1]
+        item["contributions"] = dict(zip(features, c[0][:-1]))
+        return item
+    assert p.probabilities is not None
+    item["probabilities"] = dict(zip(p.classes, p.probabilities[row].tolist()))
+    explained = p.classes[-len(c) :]  # all classes, or the positive one of two
+    item["output"] = "log-odds"
+    item["base_value"] = {k: v[-1] for k, v in zip(explained, c)}
+    item["contributions"] = {k: dict(zip(features, v[:-1])) for k, v in zip(explained, c)}
+    item["raw_score"] = {k: math.fsum(v) for k, v in zip(explained, c)}
+    return item
+
+
+def encode_explanation(
+    p: Prediction, contributions: np.ndarray, features: tuple[str, ...]
+) -> bytes:
+    item = _explained(p, 0, contributions, features)
+    head = {"model": p.model, "registered_name": p.registered_name, "version": p.version}
+    return orjson.dumps({**head, **item, "latency_ms": p.latency_ms})
+
+
+def encode_explanations(
+    p: Prediction, contributions: np.ndarray, features: tuple[str, ...]
+) -> bytes:
+    items = [_explained(p, i, contributions, features) for i in range(len(p))]
+    return orjson.dumps(
+        {
+            "model": p.model,
+            "registered_name": p.registered_name,
+            "version": p.version,
+            "count": len(items),
+            "explanations": items,
             "latency_ms": p.latency_ms,
         }
     )

@@ -19,7 +19,13 @@ import numpy as np
 
 from prediction_service.errors import ModelNotLoadedError, NotFoundError, UnknownModelError
 from prediction_service.metrics import Metrics
-from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
+from prediction_service.predictors.portable import (
+    ExplainFn,
+    PredictFn,
+    explainer_from_bundle,
+    from_bundle,
+    make_predictor,
+)
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import PREDICTOR_FILE, REFERENCE_FILE
 from prediction_service.specs import ModelSpec
@@ -46,6 +52,8 @@ class ServedModel:
     loaded_at: float
     load_seconds: float
     reference: dict[str, Any] | None = None  # training statistics for drift detection
+    explain: ExplainFn | None = None  # exact per-feature contributions (predictors/portable)
+    unexplained: str = "this version has no portable predictor to explain"  # why explain is None
 
     @property
     def name(self) -> str:
@@ -141,9 +149,11 @@ class ModelStore:
         started = time.perf_counter()
         info = self.registry.version_info(spec.registered_name, version)
         sample = warmup_rows(spec)
-        loaded = self._from_bundle(info)
-        if loaded is not None:
+        bundle, loaded = self._from_bundle(info)
+        explain, unexplained = None, ServedModel.unexplained
+        if bundle is not None and loaded is not None:
             (predict, classes), kind = loaded, "portable"
+            explain, unexplained = explainer_from_bundle(bundle)
         else:
             native: Any = self.registry.load_model(spec.registered_name, version)
             predict, kind = make_predictor(native, spec.task, sample)
@@ -167,20 +177,23 @@ class ModelStore:
             loaded_at=time.time(),
             load_seconds=time.perf_counter() - started,
             reference=reference,
+            explain=explain,
+            unexplained=unexplained,
         )
 
     def _from_bundle(
         self, info: ModelVersionInfo
-    ) -> tuple[PredictFn, tuple[str, ...] | None] | None:
+    ) -> tuple[Any, tuple[PredictFn, tuple[str, ...] | None] | None]:
+        """The version's portable form and the predictor built from it (each may be None)."""
         if not info.run_id:
-            return None
+            return None, None
         try:
             bundle = self.registry.load_run_arrays(info.run_id, PREDICTOR_FILE)
         except Exception as exc:  # noqa: BLE001 - the native flavour still serves
             log.warning(
                 "%s version %s: portable predictor unreadable: %s", info.name, info.version, exc
             )
-            return None
+            return None, None
         loaded = from_bundle(bundle) if bundle is not None else None
         if bundle is not None and loaded is None:
             log.warning(
@@ -189,7 +202,7 @@ class ModelStore:
                 info.name,
                 info.version,
             )
-        return loaded
+        return bundle, loaded
 
     def serve(self, model: ServedModel) -> ServedModel | None:
         """Swap ``model`` in; returns the one it replaced."""

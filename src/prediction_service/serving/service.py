@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from prediction_service.errors import NotExplainableError
 from prediction_service.metrics import Metrics, observe_many
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
+EXPLAIN = "explain"  # the protocol label of explanations, on log rows and metrics
 # Up to this many rows, outputs are shaped and counted in plain Python.
 _FEW_ROWS = 16
 
@@ -130,6 +132,21 @@ class PredictionService:
             classes,
             out,
         )
+
+    def explain(
+        self, name: str, X: np.ndarray, request_id: str | None = None
+    ) -> tuple[Prediction, np.ndarray]:
+        """The champion's prediction of the rows of ``X`` and their exact contributions,
+        ``(rows, outputs, features + 1)`` (see ``predictors.portable.ExplainFn``). Logged and
+        counted like any prediction, under the protocol ``explain``; no A/B split."""
+        model = self.store.get(name)
+        if model.explain is None:
+            self.metrics.prediction_errors.labels(name, NotExplainableError.reason, EXPLAIN).inc()
+            raise NotExplainableError(
+                f"{name} version {model.version} cannot be explained: {model.unexplained}"
+            )
+        contributions = model.explain(X)
+        return self.predict(name, X, EXPLAIN, request_id, model.version), contributions
 
     def _instruments_for(self, model: ServedModel) -> _Instruments:
         key = (model.name, model.version)

@@ -1,0 +1,160 @@
+"""Explanations: exact per-feature contributions that add up, checked against LightGBM's own
+TreeSHAP, through the core and over HTTP.
+
+The small models of both specs (conftest ``small``): a LightGBM forest for housing, a scaled
+logistic regression for iris. Real MLflow store, real SQLite log, a real uvicorn server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from prediction_service.errors import NotExplainableError
+from prediction_service.predictors.forest import Forest
+from prediction_service.predictors.portable import explainer_from_bundle
+from prediction_service.registry.store import PREDICTOR_FILE
+from prediction_service.services import Services, build_services
+from prediction_service.settings import Settings
+from prediction_service.training.pipeline import TrainingResult
+from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, small_settings
+from tests.live import LiveServer
+
+Small = tuple[Settings, dict[str, TrainingResult]]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("regression", {"n_estimators": 60, "num_leaves": 31, "max_depth": 6}),
+        ("binary", {"n_estimators": 30, "num_leaves": 7}),
+        ("multiclass", {"n_estimators": 30, "num_leaves": 7}),
+    ],
+)
+def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
+    """Our kernel's TreeSHAP against LightGBM's pred_contrib, on real rows; worst error printed."""
+    if kind == "regression":
+        frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").sample(4000, random_state=0)
+        X, y = frame.drop(columns="MedHouseVal").to_numpy(float), frame["MedHouseVal"]
+        model: lgb.LGBMModel = lgb.LGBMRegressor(
+            subsample=0.8, subsample_freq=1, verbose=-1, **params
+        )
+    else:
+        frame = pd.read_csv(ROOT / "data" / "iris_raw.csv")
+        X, y = frame.iloc[:, :4].to_numpy(float), frame.iloc[:, 4]
+        y = (y == y.iloc[0]).astype(int) if kind == "binary" else y
+        model = lgb.LGBMClassifier(verbose=-1, **params)
+    model.fit(X, y)
+    forest = Forest.from_lightgbm(model.booster_)
+    assert forest is not None
+    ours = forest.contributions(X[:300])
+    theirs = model.booster_.predict(X[:300], pred_contrib=True).reshape(ours.shape)
+    worst = np.abs(ours - theirs).max()
+    adds_up = np.abs(ours.sum(axis=2) - forest.raw(X[:300])).max()
+    print(f"{kind}: worst |ours - LightGBM| {worst:.1e}, worst |sum - raw score| {adds_up:.1e}")
+    assert worst < 1e-9 and adds_up < 1e-9
+
+
+@pytest.fixture
+def services(small: Small, tmp_path: Path) -> Iterator[Services]:
+    core = build_services(small_settings(small, tmp_path, reload_interval_s=3600))
+    core.start()
+    yield core
+    core.close()
+
+
+def test_contributions_add_up_to_each_prediction(services: Services, tmp_path: Path) -> None:
+    frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").head(50)
+    X = services.codec("housing").matrix(frame[list(HOUSING_RECORD)].to_numpy(float))
+    p, c = services.predictions.explain("housing", X, "req-explain")
+    assert c.shape == (50, 1, len(HOUSING_RECORD) + 1)
+    housing_error = np.abs(c.sum(axis=2)[:, 0] - np.array(p.values)).max()
+
+    iris = pd.read_csv(ROOT / "data" / "iris_raw.csv")
+    Xi = services.codec("iris").matrix(iris.iloc[:, :4].to_numpy(float))
+    q, ci = services.predictions.explain("iris", Xi)
+    assert ci.shape == (150, 3, 5)
+    assert q.probabilities is not None
+    iris_error = np.abs(_softmax(ci.sum(axis=2)) - q.probabilities).max()
+    print(f"worst |base + sum - prediction|: housing {housing_error:.1e}, iris {iris_error:.1e}")
+    assert housing_error < 1e-6 and iris_error < 1e-9
+    # Linear: coefficient times the scaled value, so a feature at its training mean adds 0.
+    served = services.store.get("iris")
+    assert served.explain is not None and served.predictor_kind == "portable"
+
+    services.close()
+    with sqlite3.connect(tmp_path / "predictions.db") as conn:
+        rows = conn.execute(
+            "SELECT model, protocol, COUNT(*) FROM predictions GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("housing", "explain", 50), ("iris", "explain", 150)]
+
+
+def test_a_version_without_an_exact_explainer_is_refused(services: Services) -> None:
+    served = services.store.get("housing")
+    services.store.serve(dataclasses.replace(served, explain=None, unexplained="for this test"))
+    X = services.codec("housing").record(HOUSING_RECORD)
+    with pytest.raises(NotExplainableError, match="cannot be explained: for this test") as info:
+        services.predictions.explain("housing", X)
+    assert info.value.status_code == 501
+
+
+def test_a_bundle_from_before_explanations_says_so(services: Services) -> None:
+    """A forest stored without node counts (trained before explanations) is served, not
+    explained; a tampered check makes the explainer refuse itself."""
+    served = services.store.get("housing")
+    bundle = dict(services.registry.load_run_arrays(served.info.run_id, PREDICTOR_FILE))
+    assert explainer_from_bundle(bundle)[0] is not None
+    old = {k: v for k, v in bundle.items() if k not in ("forest_count", "check_contributions")}
+    assert explainer_from_bundle(old) == (None, explainer_from_bundle(old)[1])
+    assert "retrain it to explain" in explainer_from_bundle(old)[1]
+    tampered = {**bundle, "check_contributions": bundle["check_contributions"] * 1.01}
+    assert explainer_from_bundle(tampered)[0] is None
+
+
+@pytest.fixture(scope="module")
+def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    workdir = tmp_path_factory.mktemp("explain")
+    live = LiveServer(small_settings(small, workdir), workdir / "server.log").start()
+    yield live
+    live.stop()
+
+
+def test_explain_over_http(server: LiveServer) -> None:
+    h = server.post("/explain/housing", json=HOUSING_RECORD)
+    assert h.status_code == 200, h.text
+    body = h.json()
+    assert set(body["contributions"]) == set(HOUSING_RECORD)
+    total = body["base_value"] + sum(body["contributions"].values())
+    assert abs(total - body["prediction"]) < 1e-6
+    predicted = server.post("/predict/housing", json=HOUSING_RECORD).json()
+    assert body["prediction"] == predicted["prediction"] and body["version"] == predicted["version"]
+
+    i = server.post("/explain/iris/batch", json={"records": [IRIS_RECORD] * 3}).json()
+    assert i["count"] == 3 and i["model"] == "iris"
+    item = i["explanations"][0]
+    assert item["output"] == "log-odds" and item["prediction"] == "setosa"
+    classes = list(item["probabilities"])
+    raw = np.array(
+        [item["base_value"][k] + sum(item["contributions"][k].values()) for k in classes]
+    )
+    assert np.abs(raw - np.array([item["raw_score"][k] for k in classes])).max() < 1e-9
+    assert np.abs(_softmax(raw) - np.array(list(item["probabilities"].values()))).max() < 1e-9
+
+    bad = server.post("/explain/iris", json={**IRIS_RECORD, "petal_width": "x"})
+    assert bad.status_code == 422 and "petal_width" in bad.json()["detail"]
+    assert server.post("/explain/wine", json=IRIS_RECORD).status_code == 404
+    assert server.metric("predictions_total", model="iris", protocol="explain") == 3
+    assert "/explain/housing" in server.get("/openapi.json").json()["paths"]
