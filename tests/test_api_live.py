@@ -60,7 +60,9 @@ def test_batch_of_1000_housing_rows_in_order(live: LiveServer, trained: Trained)
     assert len({p["prediction_id"] for p in body["predictions"]}) == 1000
 
 
-def test_serving_loads_no_scikit_learn_lightgbm_or_skops(trained: Trained, tmp_path: Path) -> None:
+def test_serving_loads_no_scikit_learn_lightgbm_skops_or_matplotlib(
+    trained: Trained, tmp_path: Path
+) -> None:
     """The portable predictors are why start-up is fast and small: those imports alone cost
     seconds and a hundred MB. A new dependency that brings them back fails here."""
     settings, _ = trained
@@ -71,7 +73,7 @@ def test_serving_loads_no_scikit_learn_lightgbm_or_skops(trained: Trained, tmp_p
         "async def main():\n"
         "    async with app.router.lifespan_context(app):\n"
         "        kinds = {n: app.state.services.store.get(n).predictor_kind for n in ('housing', 'iris')}\n"
-        "        heavy = sorted(m for m in ('sklearn', 'lightgbm', 'skops', 'scipy.stats')\n"
+        "        heavy = sorted(m for m in ('sklearn', 'lightgbm', 'skops', 'scipy.stats', 'matplotlib')\n"
         "                       if m in sys.modules)\n"
         "        print(kinds, heavy)\n"
         "asyncio.run(main())\n"

@@ -189,6 +189,9 @@ class ModelInfo(_Out):
     gate: GateInfo | None = None
     trained_at: str | None = None
     loaded_at: str | None = None
+    report: str | None = Field(
+        default=None, description="the training report of the served version (an MLflow URI)"
+    )
     predictor: str | None = None
 
 

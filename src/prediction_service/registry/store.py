@@ -24,6 +24,8 @@ REFERENCE_FILE = "reference/reference_stats.json"
 TEST_SPLIT_FILE = "reference/test_split.json"
 # The served predictor's portable form (predictors/portable.py: to_bundle / from_bundle).
 PREDICTOR_FILE = "serving/predictor.npz"
+# The training report (training/report.py): a Markdown page and its figures beside it.
+REPORT_FILE = "report/report.md"
 
 
 @dataclass(frozen=True)

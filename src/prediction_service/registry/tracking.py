@@ -95,6 +95,13 @@ class TrainingRecorder:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
             mlflow.log_artifact(str(local), artifact_path=str(path.parent))
 
+    def log_files(self, files: dict[str, bytes], folder: str) -> None:
+        """Files (name -> content) into one artifact folder of the run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                (Path(tmp) / Path(name).name).write_bytes(content)
+            mlflow.log_artifacts(tmp, artifact_path=folder)
+
     def log_model(self, model: Any, lightgbm: bool, example: pd.DataFrame) -> str:
         signature = infer_signature(example, _predict(model, example))
         common: dict[str, Any] = {

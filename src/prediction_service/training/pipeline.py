@@ -16,12 +16,13 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
-from prediction_service.predictors.portable import to_bundle
+from prediction_service.predictors.portable import explainer_from_bundle, to_bundle
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
     PREDICTOR_FILE,
     REFERENCE_FILE,
+    REPORT_FILE,
     TEST_SPLIT_FILE,
 )
 from prediction_service.settings import Settings
@@ -30,6 +31,7 @@ from prediction_service.training.catalog import build_estimator, is_lightgbm
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
 from prediction_service.training.reference import reference_stats
+from prediction_service.training.report import build_report
 
 Progress = Callable[[str], None]
 
@@ -249,6 +251,19 @@ def run_training(
             gate_tags["compared_with_version"] = champion_before or ""
         registry.set_version_tags(spec.registered_name, version, gate_tags)
         rec.set_tags({"gate_decision": gate_tags["gate_decision"], "registered_version": version})
+        progress(f"[{spec.name}] drawing the training report")
+        explain = explainer_from_bundle(bundle)[0] if bundle is not None else None
+        compared = (
+            (champion_before, champion_metrics) if champion_before and champion_metrics else None
+        )
+        figures, page = build_report(
+            spec, version, model, X_test, y_test, results, test_metrics, compared, explain
+        )
+        folder = str(Path(REPORT_FILE).parent)
+        rec.log_files(
+            {f.name: f.png for f in figures} | {Path(REPORT_FILE).name: page.encode()}, folder
+        )
+        rec.set_tags({"report": REPORT_FILE})
         if decision.promote:
             registry.promote(spec.registered_name, version, previous=champion_before)
         else:

@@ -61,6 +61,8 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
         predictor=model.predictor_kind,
     )
+    if info.run_tags.get("report"):
+        out["report"] = f"runs:/{info.run_id}/{info.run_tags['report']}"
     return out
 
 
