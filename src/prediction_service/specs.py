@@ -65,10 +65,51 @@ class SplitSpec(_Strict):
     cv_folds: int = Field(default=5, ge=2, le=20)
 
 
+class SearchDimension(_Strict):
+    """One searched parameter: ``choices``, or a range ``low``..``high`` (``log`` scale for
+    rates; ``type: int`` for counts)."""
+
+    choices: list[Any] | None = Field(default=None, min_length=1)
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    type: Literal["float", "int"] = "float"
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give choices, or low and high, not both")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("needs choices, or low < high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs low > 0")
+        return self
+
+
+class SearchSpec(_Strict):
+    """A hyperparameter search over the training split, with the spec's own CV (Optuna's TPE
+    sampler, seeded by the split seed): ``trials`` settings are tried, the best is kept."""
+
+    trials: int = Field(ge=1, le=500)
+    space: dict[str, SearchDimension] = Field(min_length=1)
+
+
 class CandidateSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _fixed_or_searched(self) -> CandidateSpec:
+        both = sorted(set(self.params) & set(self.search.space if self.search else {}))
+        if both:
+            raise ValueError(
+                f"search.space: {both} also in params; a parameter is fixed or searched"
+            )
+        return self
 
 
 class Threshold(_Strict):

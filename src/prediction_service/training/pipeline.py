@@ -6,13 +6,11 @@ import hashlib
 import subprocess  # nosec B404 - only `git rev-parse HEAD`, no input from anyone
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
@@ -32,8 +30,7 @@ from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
 from prediction_service.training.reference import reference_stats
 from prediction_service.training.report import build_report
-
-Progress = Callable[[str], None]
+from prediction_service.training.search import Folds, Progress, cross_validate, search
 
 
 @dataclass(frozen=True)
@@ -136,6 +133,8 @@ def run_training(
     splitter = (StratifiedKFold if classification else KFold)(
         folds, shuffle=True, random_state=seed
     )
+    cv = Folds(X_train, y_train, list(splitter.split(X_train, y_train)), spec.task, metric,
+               higher, seed)  # fmt: skip
 
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
     champion_before = registry.champion_version(spec.registered_name)
@@ -145,20 +144,26 @@ def run_training(
     with TrainingRecorder(registry, spec.name, run_name) as rec, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*feature names.*")
         warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
+        chosen_params: dict[str, dict[str, Any]] = {}
         for i, cand in enumerate(candidates, 1):
             t0 = time.perf_counter()
-            fold_scores = []
-            for k, (fit_idx, val_idx) in enumerate(splitter.split(X_train, y_train), 1):
-                tf = time.perf_counter()
-                model = build_estimator(cand.estimator, cand.params, seed)
-                model.fit(X_train[fit_idx], y_train[fit_idx])
-                s = score(spec.task, model, X_train[val_idx], y_train[val_idx])[metric]
-                fold_scores.append(s)
-                progress(
-                    f"[{spec.name}] {cand.name} ({i}/{len(candidates)}) fold {k}/{folds}: "
-                    f"{metric} {s:.4f} in {time.perf_counter() - tf:.1f}s"
+            label = f"[{spec.name}] {cand.name} ({i}/{len(candidates)})"
+            params = dict(cand.params)
+            if cand.search is not None:
+                best_trial, trials = search(cand, cv, progress, label)
+                params, fold_scores = best_trial.params, best_trial.fold_scores
+                rec.log_json(
+                    {"best": best_trial.number, "trials": [t.__dict__ for t in trials]},
+                    f"search/{cand.name}.json",
                 )
-            final = clone(model).fit(X_train, y_train)
+            else:
+
+                def on_fold(k: int, s: float, seconds: float) -> None:
+                    progress(f"{label} fold {k}/{folds}: {metric} {s:.4f} in {seconds:.1f}s")
+
+                fold_scores = cross_validate(cv, cand.estimator, params, on_fold)
+            chosen_params[cand.name] = params
+            final = build_estimator(cand.estimator, params, seed).fit(X_train, y_train)
             test_metrics = score(spec.task, final, X_test, y_test)
             fitted[cand.name] = final
             result = CandidateResult(
@@ -172,7 +177,7 @@ def run_training(
             results.append(result)
             rec.log_candidate(
                 cand.name,
-                {"estimator": cand.estimator, **cand.params},
+                {"estimator": cand.estimator, **params},
                 {
                     f"cv_{metric}_mean": result.cv_mean,
                     f"cv_{metric}_std": result.cv_std,
@@ -189,13 +194,12 @@ def run_training(
         best.chosen = True
         model = fitted[best.name]
         test_metrics = score(spec.task, model, X_test, y_test)
-        chosen_spec = next(c for c in candidates if c.name == best.name)
 
         rec.log_params(
             {
                 "candidate": best.name,
                 "estimator": best.estimator,
-                **chosen_spec.params,
+                **chosen_params[best.name],
                 "seed": seed,
                 "cv_folds": folds,
                 "test_size": spec.split.test_size,
