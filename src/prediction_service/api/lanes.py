@@ -70,6 +70,9 @@ class Lane:
     model: str | None = None
     version: str | None = None
     max_body: int = SINGLE_BODY
+    # Small bodies are answered on the event loop; explanations never are (TreeSHAP over a
+    # 600-tree forest takes milliseconds a row, which would hold every other request).
+    inline: bool = True
 
 
 # -- handlers: decode, predict, encode ------------------------------------------------
@@ -145,9 +148,16 @@ class PredictionLanes:
             self._exact[f"/predict/{name}/batch"] = Lane(
                 f"/predict/{name}/batch", "native", native_batch, name, max_body=max_body
             )
-            self._exact[f"/explain/{name}"] = Lane(f"/explain/{name}", EXPLAIN, explain_one, name)
+            self._exact[f"/explain/{name}"] = Lane(
+                f"/explain/{name}", EXPLAIN, explain_one, name, inline=False
+            )
             self._exact[f"/explain/{name}/batch"] = Lane(
-                f"/explain/{name}/batch", EXPLAIN, explain_batch, name, max_body=max_body
+                f"/explain/{name}/batch",
+                EXPLAIN,
+                explain_batch,
+                name,
+                max_body=max_body,
+                inline=False,
             )
             self._exact[f"/v2/models/{name}/infer"] = self._v2(name, None)
             self._exact[f"/models/{name}/invocations"] = self._mlflow(name)
@@ -176,9 +186,11 @@ class PredictionLanes:
                 return Lane("/predict/{model}/batch", "native", native_batch, parts[2])
         if len(parts) in (3, 4) and parts[1] == "explain" and parts[2]:
             if len(parts) == 3:
-                return Lane("/explain/{model}", EXPLAIN, explain_one, parts[2])
+                return Lane("/explain/{model}", EXPLAIN, explain_one, parts[2], inline=False)
             if parts[3] == "batch":
-                return Lane("/explain/{model}/batch", EXPLAIN, explain_batch, parts[2])
+                return Lane(
+                    "/explain/{model}/batch", EXPLAIN, explain_batch, parts[2], inline=False
+                )
         if len(parts) >= 5 and parts[1:3] == ["v2", "models"] and parts[-1] == "infer":
             if len(parts) == 5:
                 return self._v2(parts[3], None)
@@ -207,7 +219,7 @@ class PredictionLanes:
             )
         else:
             request = _request(scope, body, self.services.access.is_open("predict"))
-            if len(body) <= INLINE_BODY:
+            if len(body) <= INLINE_BODY and lane.inline:
                 reply = self.answer(lane, request)
             else:
                 reply = await run_in_threadpool(self.answer, lane, request)
