@@ -5,7 +5,7 @@ from the run's ``report`` tag and from ``GET /models/{model}``. Regression: pred
 residuals against predicted, the residuals' histogram. Classification: the confusion matrix,
 and per class the ROC and precision-recall curves. Both: every candidate's cross-validation
 score with its spread, feature importance (the estimator's own, and the mean absolute exact
-contribution on the test split where the model can be explained), and the new version's test
+contribution over up to 1,000 test rows where the model can be explained), and the new version's test
 metric beside the champion's. matplotlib (Agg backend) is imported here only: training-side.
 """
 
