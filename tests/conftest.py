@@ -16,6 +16,7 @@ from prediction_service.specs import ModelSpec, load_specs
 from prediction_service.training.pipeline import TrainingResult, run_training
 
 if TYPE_CHECKING:
+    from prediction_service.services import Services
     from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,19 @@ def small_settings(
     }
     values.update(overrides)
     return make_settings(workdir, **values)
+
+
+@pytest.fixture
+def services(
+    small: tuple[Settings, dict[str, TrainingResult]], tmp_path: Path
+) -> Iterator[Services]:
+    """The core over the small models, with a prediction log of its own; no HTTP."""
+    from prediction_service.services import build_services
+
+    core = build_services(small_settings(small, tmp_path, reload_interval_s=3600))
+    core.start()
+    yield core
+    core.close()
 
 
 def registry_copy(store: tuple[Settings, dict[str, TrainingResult]], workdir: Path) -> str:

@@ -6,7 +6,6 @@ Small models (see ``small`` in conftest), a real MLflow store and a real SQLite 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,6 @@ from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, small_settings
 
 Small = tuple[Settings, dict[str, TrainingResult]]
-
-
-@pytest.fixture
-def services(small: Small, tmp_path: Path) -> Iterator[Services]:
-    core = build_services(small_settings(small, tmp_path, reload_interval_s=3600))
-    core.start()
-    yield core
-    core.close()
 
 
 def test_a_prediction_is_a_typed_result_and_a_logged_row(

@@ -21,7 +21,7 @@ from prediction_service.errors import NotExplainableError
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import explainer_from_bundle
 from prediction_service.registry.store import PREDICTOR_FILE
-from prediction_service.services import Services, build_services
+from prediction_service.services import Services
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, small_settings
@@ -65,14 +65,6 @@ def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
     adds_up = np.abs(ours.sum(axis=2) - forest.raw(X[:300])).max()
     print(f"{kind}: worst |ours - LightGBM| {worst:.1e}, worst |sum - raw score| {adds_up:.1e}")
     assert worst < 1e-9 and adds_up < 1e-9
-
-
-@pytest.fixture
-def services(small: Small, tmp_path: Path) -> Iterator[Services]:
-    core = build_services(small_settings(small, tmp_path, reload_interval_s=3600))
-    core.start()
-    yield core
-    core.close()
 
 
 def test_contributions_add_up_to_each_prediction(services: Services, tmp_path: Path) -> None:

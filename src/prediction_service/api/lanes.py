@@ -90,20 +90,21 @@ def native_batch(services: Services, lane: Lane, request: Request) -> Reply:
     return Reply(native.encode_batch(p), [_JSON])
 
 
-def explain_one(services: Services, lane: Lane, request: Request) -> Reply:
-    model = lane.model or ""
-    codec = services.codec(model)
-    X = native.decode_one(codec, request.body, request.content_type)
-    p, contributions = services.predictions.explain(model, X, request.request_id)
-    return Reply(native.encode_explanation(p, contributions, codec.names), [_JSON])
+def _explain(decode: Callable[..., Any], encode: Callable[..., bytes]) -> Handler:
+    """The native lanes' bodies, answered with the champion's exact contributions."""
+
+    def handler(services: Services, lane: Lane, request: Request) -> Reply:
+        model = lane.model or ""
+        codec = services.codec(model)
+        X = decode(codec, request.body, request.content_type)
+        p, contributions = services.predictions.explain(model, X, request.request_id)
+        return Reply(encode(p, contributions, codec.names), [_JSON])
+
+    return handler
 
 
-def explain_batch(services: Services, lane: Lane, request: Request) -> Reply:
-    model = lane.model or ""
-    codec = services.codec(model)
-    X = native.decode_batch(codec, request.body, request.content_type)
-    p, contributions = services.predictions.explain(model, X, request.request_id)
-    return Reply(native.encode_explanations(p, contributions, codec.names), [_JSON])
+explain_one = _explain(native.decode_one, native.encode_explanation)
+explain_batch = _explain(native.decode_batch, native.encode_explanations)
 
 
 def v2_infer(services: Services, lane: Lane, request: Request) -> Reply:
