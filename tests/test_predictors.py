@@ -10,6 +10,7 @@ import pytest
 
 from prediction_service.predictors.portable import (
     estimator_predict,
+    explainer_from_bundle,
     from_bundle,
     make_predictor,
     to_bundle,
@@ -97,3 +98,33 @@ def test_a_bundle_that_does_not_reproduce_its_check_rows_is_refused() -> None:
     assert from_bundle({**bundle, "coef": bundle["coef"] * 1.01}) is None
     forest_model = build_estimator("random_forest_regressor", {"n_estimators": 3}, seed=0)
     assert to_bundle(forest_model.fit(X, y_reg), "regression", X[:20]) is None
+
+
+DERIVE = [[1.0, 0.5], [0.0, -1.0], [0.0, 0.0], [2.0, 0.0], [0.0, 0.0]]  # (features, derived)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params", "y", "task"),
+    [
+        ("lightgbm_regressor", {"n_estimators": 30}, y_reg, "regression"),
+        ("ridge", {"alpha": 1.0}, y_reg, "regression"),
+        ("lightgbm_classifier", {"n_estimators": 30}, y_multi, "classification"),
+        ("logistic_regression", {}, y_bin, "classification"),
+    ],
+)
+def test_derived_features_are_served_and_explained_from_the_portable_form(
+    estimator: str, params: dict[str, Any], y: np.ndarray, task: str
+) -> None:
+    """A spec's derived features are the pipeline's first step; the portable predictor
+    applies the same weights, and explanations name every column the model saw."""
+    model = build_estimator(estimator, params, 0, DERIVE).fit(X[:200], y[:200])
+    assert model.steps[0][0] == "derive" and model[:-1].transform(X[:1]).shape == (1, 7)
+    bundle = to_bundle(model, task, X[:20])
+    assert bundle is not None and bundle["derive_weights"].shape == (5, 2)
+    loaded = from_bundle(bundle)
+    assert loaded is not None
+    want = estimator_predict(model, task)(X[200:])
+    np.testing.assert_allclose(loaded[0](X[200:]), want, rtol=1e-9)
+    explain, why = explainer_from_bundle(bundle)
+    assert explain is not None, why
+    assert explain(X[200:]).shape[2] == 7 + 1  # 5 features, 2 derived, the base

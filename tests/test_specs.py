@@ -75,6 +75,16 @@ _DELETE = object()
         ({"split.test_size": 1.5}, "split.test_size", "less than 1"),
         ({"surprise": 1}, "surprise", "Extra inputs"),
         (
+            {"derived_features": [{"name": "area", "weights": {"sepal_size": 1.0}}]},
+            "derived_features[0].weights",
+            "['sepal_size'] are not features of this spec",
+        ),
+        (
+            {"derived_features": [{"name": "sepal_length", "weights": {"sepal_width": 1.0}}]},
+            "features and derived_features",
+            "duplicate names ['sepal_length']",
+        ),
+        (
             {"monitoring": {"live_quality": {"rmse": {"max": 1.0}}}},
             "monitoring.live_quality.rmse",
             "measures ['accuracy']",

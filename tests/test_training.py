@@ -31,7 +31,8 @@ def test_shipped_models_meet_their_targets(trained: Trained) -> None:
     housing, iris = results["housing"], results["iris"]
     assert housing.promoted and iris.promoted
     assert housing.version == iris.version == "1"
-    assert housing.test_metrics["rmse"] <= 0.45
+    # The targets of the model-quality work, which the spec's gate now also demands.
+    assert housing.test_metrics["rmse"] <= 0.42 and housing.test_metrics["r2"] >= 0.865
     assert housing.chosen == "lightgbm"
     assert iris.test_metrics["accuracy"] >= 0.93
     assert iris.cv_metrics["cv_accuracy_mean"] >= 0.95

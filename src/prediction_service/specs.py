@@ -49,6 +49,15 @@ class FeatureSpec(_Strict):
         return self
 
 
+class DerivedFeature(_Strict):
+    """A feature the model computes from the request's: a weighted sum of spec features (for
+    example coordinates rotated by an angle, so trees cut a diagonal in one split)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    weights: dict[str, float] = Field(min_length=1)
+    description: str = ""
+
+
 class TargetSpec(_Strict):
     column: str
     classes: list[str] | None = None
@@ -143,6 +152,7 @@ class ModelSpec(_Strict):
     data: DataSpec
     target: TargetSpec
     features: list[FeatureSpec] = Field(min_length=1)
+    derived_features: list[DerivedFeature] = Field(default_factory=list)
     split: SplitSpec = SplitSpec()
     selection_metric: str
     candidates: list[CandidateSpec] = Field(min_length=1)
@@ -156,6 +166,13 @@ class ModelSpec(_Strict):
         from prediction_service.training.catalog import ESTIMATORS
 
         _unique("features", [f.name for f in self.features])
+        _unique("features and derived_features", self.model_feature_names)
+        for i, derived in enumerate(self.derived_features):
+            unknown = sorted(set(derived.weights) - set(self.feature_names))
+            if unknown:
+                raise ValueError(
+                    f"derived_features[{i}].weights: {unknown} are not features of this spec"
+                )
         _unique("candidates", [c.name for c in self.candidates])
         _check_metric("selection_metric", self.selection_metric, self.task)
         for metric in self.quality_gate.thresholds:
@@ -190,6 +207,17 @@ class ModelSpec(_Strict):
     @cached_property  # read on every prediction: built once
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @cached_property
+    def model_feature_names(self) -> list[str]:
+        """What the estimator sees: the request's features, then the derived ones."""
+        return self.feature_names + [d.name for d in self.derived_features]
+
+    def derive_weights(self) -> list[list[float]] | None:
+        """(features, derived) weights: the derived columns are ``X @ weights``."""
+        if not self.derived_features:
+            return None
+        return [[d.weights.get(f, 0.0) for d in self.derived_features] for f in self.feature_names]
 
     @property
     def greater_is_better(self) -> bool:

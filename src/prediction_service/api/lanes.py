@@ -98,7 +98,7 @@ def _explain(decode: Callable[..., Any], encode: Callable[..., bytes]) -> Handle
         codec = services.codec(model)
         X = decode(codec, request.body, request.content_type)
         p, contributions = services.predictions.explain(model, X, request.request_id)
-        return Reply(encode(p, contributions, codec.names), [_JSON])
+        return Reply(encode(p, contributions, codec.spec.model_feature_names), [_JSON])
 
     return handler
 

@@ -54,6 +54,9 @@ def to_arrays(model: Any, task: str) -> dict[str, np.ndarray] | None:
     steps = getattr(model, "steps", None)
     transforms, final = ([s for _, s in steps[:-1]], steps[-1][1]) if steps else ([], model)
     arrays: dict[str, np.ndarray] = {}
+    if transforms and type(transforms[0]).__name__ == "LinearFeatures":  # training/derive.py
+        arrays["derive_weights"] = np.asarray(transforms[0].weights_, dtype=np.float64)
+        transforms = transforms[1:]
     for i, step in enumerate(transforms):
         if type(step).__name__ != "StandardScaler":
             return None
@@ -82,10 +85,7 @@ def to_arrays(model: Any, task: str) -> dict[str, np.ndarray] | None:
 
 def from_arrays(arrays: Arrays) -> PredictFn | None:
     """The predictor ``to_arrays`` describes (None if this build cannot run it)."""
-    scalers: list[tuple[np.ndarray, np.ndarray]] = []
-    while f"scaler{len(scalers)}_mean" in arrays:
-        i = len(scalers)
-        scalers.append((arrays[f"scaler{i}_mean"], arrays[f"scaler{i}_scale"]))
+    scalers = _scalers(arrays)
     link = str(arrays["link"])
     core: PredictFn
     if link == "forest":
@@ -102,15 +102,9 @@ def from_arrays(arrays: Arrays) -> PredictFn | None:
             core = _both_classes(lambda X: 1.0 / (1.0 + np.exp(-(X @ coef[0] + intercept[0]))))
         else:
             core = lambda X: _softmax(X @ coef.T + intercept)  # noqa: E731
-    if not scalers:
+    if not scalers and "derive_weights" not in arrays:
         return core
-
-    def piped(X: np.ndarray) -> np.ndarray:
-        for mean, scale in scalers:
-            X = (X - mean) / scale
-        return core(X)
-
-    return piped
+    return lambda X: core(_prepared(arrays, scalers, X))
 
 
 def estimator_predict(model: Any, task: str) -> PredictFn:
@@ -141,7 +135,7 @@ def _portable(model: Any, task: str, sample: np.ndarray) -> tuple[dict[str, Any]
         inputs = model[:-1].transform(sample) if hasattr(model, "steps") else sample
         contrib = final.booster_.predict(inputs, pred_contrib=True)
         bundle["check_contributions"] = np.asarray(contrib).reshape(
-            len(sample), -1, sample.shape[1] + 1
+            len(sample), -1, inputs.shape[1] + 1
         )
     if task == "classification":
         bundle["classes"] = np.array([str(c) for c in model.classes_])
@@ -182,7 +176,13 @@ def _scalers(arrays: Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _scaled(scalers: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray) -> np.ndarray:
+def _prepared(
+    arrays: Arrays, scalers: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray
+) -> np.ndarray:
+    """The rows as the final estimator sees them: derived features appended, then scaled."""
+    weights = arrays.get("derive_weights")
+    if weights is not None:
+        X = np.hstack([X, X @ weights])
     for mean, scale in scalers:
         X = (X - mean) / scale
     return X
@@ -206,7 +206,7 @@ def explainer_from_bundle(bundle: Arrays) -> tuple[ExplainFn | None, str]:
         if forest is None or forest.count is None or "check_contributions" not in bundle:
             return None, "this version was trained before explanations: retrain it to explain"
         raw = forest.raw
-        explain = lambda X: forest.contributions(_scaled(scalers, X))  # noqa: E731
+        explain = lambda X: forest.contributions(_prepared(bundle, scalers, X))  # noqa: E731
     else:
         if not scalers:
             return (
@@ -219,7 +219,7 @@ def explainer_from_bundle(bundle: Arrays) -> tuple[ExplainFn | None, str]:
         raw = lambda Z: np.asarray(Z @ coef.T + intercept)  # noqa: E731
 
         def explain(X: np.ndarray) -> np.ndarray:
-            Z = _scaled(scalers, X)
+            Z = _prepared(bundle, scalers, X)
             out = np.empty((len(Z), len(coef), Z.shape[1] + 1))
             out[:, :, :-1] = Z[:, None, :] * coef[None, :, :]
             out[:, :, -1] = intercept
@@ -228,7 +228,9 @@ def explainer_from_bundle(bundle: Arrays) -> tuple[ExplainFn | None, str]:
     rows = bundle["check_rows"]
     try:
         got = explain(rows)
-        adds_up = np.allclose(got.sum(axis=2), raw(_scaled(scalers, rows)), rtol=1e-9, atol=1e-9)
+        adds_up = np.allclose(
+            got.sum(axis=2), raw(_prepared(bundle, scalers, rows)), rtol=1e-9, atol=1e-9
+        )
         if "check_contributions" in bundle:
             adds_up = adds_up and np.allclose(
                 got, bundle["check_contributions"], rtol=1e-9, atol=1e-9

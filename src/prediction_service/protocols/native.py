@@ -7,6 +7,7 @@ Errors are ``{"detail": str, "errors": [...]}``, the same shape every FastAPI ro
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,7 @@ def encode_batch(p: Prediction) -> bytes:
 
 
 def _explained(
-    p: Prediction, row: int, contributions: np.ndarray, features: tuple[str, ...]
+    p: Prediction, row: int, contributions: np.ndarray, features: Sequence[str]
 ) -> dict[str, Any]:
     """One row's explanation: regressors explain the value, classifiers each class's raw
     score in log-odds (a binary model has one: the second class's)."""
@@ -102,17 +103,13 @@ def _explained(
     return item
 
 
-def encode_explanation(
-    p: Prediction, contributions: np.ndarray, features: tuple[str, ...]
-) -> bytes:
+def encode_explanation(p: Prediction, contributions: np.ndarray, features: Sequence[str]) -> bytes:
     item = _explained(p, 0, contributions, features)
     head = {"model": p.model, "registered_name": p.registered_name, "version": p.version}
     return orjson.dumps({**head, **item, "latency_ms": p.latency_ms})
 
 
-def encode_explanations(
-    p: Prediction, contributions: np.ndarray, features: tuple[str, ...]
-) -> bytes:
+def encode_explanations(p: Prediction, contributions: np.ndarray, features: Sequence[str]) -> bytes:
     items = [_explained(p, i, contributions, features) for i in range(len(p))]
     return orjson.dumps(
         {

@@ -47,8 +47,24 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
 }
 
 
-def build_estimator(name: str, params: dict[str, Any], seed: int) -> Any:
-    """A fresh, unfitted estimator; ``TypeError`` on a parameter the estimator does not take."""
+def build_estimator(
+    name: str, params: dict[str, Any], seed: int, derive: list[list[float]] | None = None
+) -> Any:
+    """A fresh, unfitted estimator; ``TypeError`` on a parameter the estimator does not take.
+    With ``derive`` (a spec's ``derive_weights()``), a pipeline whose first step adds the
+    derived features."""
+    estimator = _build(name, params, seed)
+    if derive is None:
+        return estimator
+    from sklearn.pipeline import Pipeline
+
+    from prediction_service.training.derive import LinearFeatures
+
+    steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
+    return Pipeline([("derive", LinearFeatures(derive)), *steps])
+
+
+def _build(name: str, params: dict[str, Any], seed: int) -> Any:
     entry = ESTIMATORS[name]
     module_name, cls_name = entry.import_path.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)

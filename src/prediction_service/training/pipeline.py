@@ -133,8 +133,9 @@ def run_training(
     splitter = (StratifiedKFold if classification else KFold)(
         folds, shuffle=True, random_state=seed
     )
+    derive = spec.derive_weights()
     cv = Folds(X_train, y_train, list(splitter.split(X_train, y_train)), spec.task, metric,
-               higher, seed)  # fmt: skip
+               higher, seed, derive)  # fmt: skip
 
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
     champion_before = registry.champion_version(spec.registered_name)
@@ -163,7 +164,7 @@ def run_training(
 
                 fold_scores = cross_validate(cv, cand.estimator, params, on_fold)
             chosen_params[cand.name] = params
-            final = build_estimator(cand.estimator, params, seed).fit(X_train, y_train)
+            final = build_estimator(cand.estimator, params, seed, derive).fit(X_train, y_train)
             test_metrics = score(spec.task, final, X_test, y_test)
             fitted[cand.name] = final
             result = CandidateResult(
@@ -236,7 +237,9 @@ def run_training(
         }
         rec.set_tags(tags)
         progress(f"[{spec.name}] logging and registering {best.name} as {spec.registered_name}")
-        model_uri = rec.log_model(model, is_lightgbm(best.estimator), dataset.X.iloc[:1])
+        # A bare LightGBM model gets its own flavour; a pipeline (scaler, derived features) sklearn's.
+        bare_lightgbm = is_lightgbm(best.estimator) and derive is None
+        model_uri = rec.log_model(model, bare_lightgbm, dataset.X.iloc[:1])
         version = rec.register(model_uri, spec.registered_name)
 
         champion_metrics = None

@@ -148,7 +148,7 @@ def build_report(
 
     add("cv_scores.png", f"Cross-validated {metric} per candidate (chosen in orange)", cv)
 
-    features = spec.feature_names
+    features = spec.model_feature_names  # what the estimator sees, derived features included
     importance = _own_importance(model)
     shap = None
     if explain is not None:  # on at most _SHAP_ROWS test rows: ~4.5 ms a row for housing

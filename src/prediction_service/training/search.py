@@ -34,6 +34,7 @@ class Folds:
     metric: str
     greater_is_better: bool
     seed: int
+    derive: list[list[float]] | None = None  # the spec's derived features (build_estimator)
 
 
 def cross_validate(
@@ -46,7 +47,7 @@ def cross_validate(
     scores = []
     for k, (fit, val) in enumerate(folds.splits, 1):
         started = time.perf_counter()
-        model = build_estimator(estimator, params, folds.seed)
+        model = build_estimator(estimator, params, folds.seed, folds.derive)
         model.fit(folds.X[fit], folds.y[fit])
         scores.append(score(folds.task, model, folds.X[val], folds.y[val])[folds.metric])
         on_fold(k, scores[-1], time.perf_counter() - started)
