@@ -4,7 +4,8 @@
 (timing it), then starts the servers on loopback, warms them, drives them with wrk (HTTP) or
 h2load (gRPC) and stops them by process group: ours (every protocol) beside Seldon MLServer
 on the same champions (alternating runs), `mlflow models serve`, and two constant-reply
-ceilings (FastAPI, and a bare ASGI app). Writes bench/results/latest.json and latest.md and
+ceilings (FastAPI, and a bare ASGI app); and the housing model with and without its derived
+features (bench/housing_features.py). Writes bench/results/latest.json and latest.md and
 refreshes the README table. Absolute numbers move from machine to machine; the ratios
 within one run are what to compare.
 """
@@ -150,7 +151,7 @@ def mlflow_body(records: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import peers
+    from bench import housing_features, peers
 
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {
@@ -183,6 +184,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         result["training_s"][model] = round(time.perf_counter() - started, 1)
+
+    log("housing with and without its derived features")
+    result["housing_features"] = housing_features.measure()
 
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
     batches = {n: frame.sample(n, random_state=0).to_dict(orient="records") for n in (1000, 10000)}
@@ -414,6 +418,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {n:,} rows | {b[f'api {n}']:,} | {b[f'mlflow {n}']:,} | {ratio(b[f'api {n}'], b[f'mlflow {n}'])} |"
         )
+    if "housing_features" in r:
+        from bench import housing_features
+
+        lines += ["", housing_features.markdown(r["housing_features"]).rstrip("\n")]
     cs, rss = r["cold_start_s"], r["rss_mb"]
     lw = r["log_write"]
     lines += [
