@@ -99,26 +99,6 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
         models += [codec.record_model, codec.batch_model]
         what = "class and class probabilities" if spec.task == "classification" else "value"
         native_errors = (404, 413, 415, 422, 503)
-        paths[f"/predict/{name}"] = _operation(
-            f"Predict one {name} record",
-            f"predict_{name}",
-            "predict",
-            _json(_ref(codec.record_model)),
-            PredictionOut,
-            ErrorOut,
-            native_errors,
-            f"{spec.description}\n\nReturns the predicted {what} of one record.",
-        )
-        paths[f"/predict/{name}/batch"] = _operation(
-            f"Predict a batch of {name} records",
-            f"predict_{name}_batch",
-            "predict",
-            _json(_ref(codec.batch_model)),
-            BatchOut,
-            ErrorOut,
-            native_errors,
-            f"Up to {limit} records in one call; results come back in order.",
-        )
         explain_text = (
             "The champion's prediction and each feature's exact contribution: TreeSHAP for "
             "LightGBM forests, coefficient times the scaled feature for linear models behind a "
@@ -126,26 +106,22 @@ def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]
             "or each explained class's log-odds (classifiers). Logged and counted like "
             "predictions, with protocol explain. 501 for a version without an exact explainer."
         )
-        paths[f"/explain/{name}"] = _operation(
-            f"Explain the prediction of one {name} record",
-            f"explain_{name}",
-            "explain",
-            _json(_ref(codec.record_model)),
-            ExplanationOut,
-            ErrorOut,
-            (*native_errors, 501),
-            explain_text,
-        )
-        paths[f"/explain/{name}/batch"] = _operation(
-            f"Explain the predictions of a batch of {name} records",
-            f"explain_{name}_batch",
-            "explain",
-            _json(_ref(codec.batch_model)),
-            ExplanationBatchOut,
-            ErrorOut,
-            (*native_errors, 501),
-            f"Up to {limit} records; in order. " + explain_text,
-        )
+        # Our own lanes: one record, or a batch, predicted or explained.
+        for route, tag, verb, (one, batch), errors, text in (
+            ("predict", "predict", "Predict", (PredictionOut, BatchOut), native_errors,
+             f"{spec.description}\n\nReturns the predicted {what}."),
+            ("explain", "explain", "Explain", (ExplanationOut, ExplanationBatchOut),
+             (*native_errors, 501), explain_text),
+        ):  # fmt: skip
+            paths[f"/{route}/{name}"] = _operation(
+                f"{verb} one {name} record", f"{route}_{name}", tag,
+                _json(_ref(codec.record_model)), one, ErrorOut, errors, text,
+            )  # fmt: skip
+            paths[f"/{route}/{name}/batch"] = _operation(
+                f"{verb} a batch of {name} records", f"{route}_{name}_batch", tag,
+                _json(_ref(codec.batch_model)), batch, ErrorOut, errors,
+                f"Up to {limit} records in one call; results come back in order. {text}",
+            )  # fmt: skip
         v2_errors = (400, 404, 413, 415, 503)
         features = ", ".join(codec.names)
         v2_text = (
