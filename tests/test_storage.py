@@ -191,6 +191,7 @@ def test_a_full_queue_slows_requests_down_and_loses_nothing(engine: Engine) -> N
     with engine.connect() as conn:
         logged = conn.exec_driver_sql("SELECT COUNT(*) FROM predictions").scalar_one()
     assert (logged, metrics.log_dropped._value.get()) == (600, 0)
+    assert metrics.log_backpressure._value.get() > 0  # requests did wait
 
 
 def test_jobs_and_traffic(engine: Engine) -> None:

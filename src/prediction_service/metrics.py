@@ -254,6 +254,11 @@ class Metrics:
             "Prediction-log rows dropped because the write queue was full.",
             registry=r,
         )
+        self.log_backpressure = Counter(
+            "prediction_log_backpressure_seconds",
+            "Time requests spent waiting for room in a full prediction-log queue.",
+            registry=r,
+        )
         self.log_queue_depth = gauge(
             "prediction_log_queue_depth", "Rows waiting to be written.", [], "livesum"
         )

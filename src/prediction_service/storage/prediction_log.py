@@ -106,12 +106,16 @@ class PredictionLog:
         the rows and count them. A batch larger than the whole queue waits for it to empty."""
         n = batch.size
         with self._count_lock:
-            if self._queued_rows + n > self.max_queue and not self._room.wait_for(
-                lambda: self._queued_rows == 0 or self._queued_rows + n <= self.max_queue,
-                self.full_wait_s,
-            ):
-                self.metrics.log_dropped.inc(n)
-                return
+            if self._queued_rows + n > self.max_queue:
+                started = time.monotonic()
+                room = self._room.wait_for(
+                    lambda: self._queued_rows == 0 or self._queued_rows + n <= self.max_queue,
+                    self.full_wait_s,
+                )
+                self.metrics.log_backpressure.inc(time.monotonic() - started)
+                if not room:
+                    self.metrics.log_dropped.inc(n)
+                    return
             self._queued_rows += n
             self._unfinished += 1
         self._queue.put(batch)
