@@ -254,6 +254,8 @@ def test_the_api_and_its_retrain_jobs_agree(rendered: dict[str, Objects], overla
         ("cronjobs", "get"),
         *(("jobs", v) for v in ("create", "get", "list", "delete")),
         ("jobs/status", "get"),
+        ("pods", "list"),
+        ("pods/log", "get"),
     }
     (cron_rule,) = [r for r in role["rules"] if r["resources"] == ["cronjobs"]]
     assert cron_rule["resourceNames"] == [cronjob["metadata"]["name"]]

@@ -15,11 +15,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 from typing import Any
 
 import pytest
@@ -47,6 +49,7 @@ class FakeCluster:
 
     def __init__(self, env: dict[str, str], fail_with: str | None = None) -> None:
         self.env = env
+        self.logs = Path(tempfile.mkdtemp(prefix="fake-pods-"))
         self.fail_with = fail_with  # report the Job failed with this reason, never run it
         self.jobs: dict[str, dict[str, Any]] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -70,13 +73,17 @@ class FakeCluster:
         assert command[0] == "prediction-service"
         env = {**self.env, **{e["name"]: e["value"] for e in container.get("env", [])}}
         name = job["metadata"]["name"]
-        self.procs[name] = subprocess.Popen(  # noqa: S603 - the test's own interpreter
-            [sys.executable, "-m", "prediction_service", *command[1:]],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
+        with self.output(name).open("wb") as out:  # the pod's log
+            self.procs[name] = subprocess.Popen(  # noqa: S603 - the test's own interpreter
+                [sys.executable, "-m", "prediction_service", *command[1:]],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def output(self, job: str) -> Path:
+        return self.logs / f"{job}.log"
 
     def status(self, name: str) -> dict[str, Any]:
         if self.fail_with:
@@ -114,7 +121,24 @@ class FakeCluster:
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 cluster.requests.append(("GET", self.path))
                 name = self.path.rsplit("/", 2)
-                if self.path == f"{base}/cronjobs/{TEMPLATE['metadata']['name']}":
+                path, _, query = self.path.partition("?")
+                pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
+                if path == pods:  # one pod per Job, named after it, as the Job controller does
+                    job = parse_qs(query)["labelSelector"][0].removeprefix("job-name=")
+                    items = [{"metadata": {"name": f"{job}-pod", "creationTimestamp": "t"}}]
+                    self.reply(
+                        200, {"kind": "PodList", "items": items if job in cluster.procs else []}
+                    )
+                elif path.startswith(pods + "/") and path.endswith("-pod/log"):
+                    text = cluster.output(path.split("/")[-2].removesuffix("-pod")).read_bytes()
+                    lines = int(parse_qs(query)["tailLines"][0])
+                    self.send_response(200)
+                    body = b"".join(text.splitlines(keepends=True)[-lines:])
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path == f"{base}/cronjobs/{TEMPLATE['metadata']['name']}":
                     self.reply(200, TEMPLATE)
                 elif self.path.startswith(f"{base}/jobs/") and self.path.endswith("/status"):
                     job = cluster.jobs.get(name[-2])
@@ -229,6 +253,12 @@ def test_a_retrain_becomes_a_job_from_the_template_and_its_outcome_is_recorded(
     assert served is not None and served.version == done["version"]
     assert ("GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/prediction-service-retrain") \
         in cluster.requests  # fmt: skip
+    # The pod's output became the job's log, as a local job's is.
+    saved = runner.log_path(job["id"]).read_text()
+    assert (
+        "[iris] logistic_regression" in saved
+        and saved == cluster.output(created["metadata"]["name"]).read_text()
+    )
     runner.shutdown()
 
 

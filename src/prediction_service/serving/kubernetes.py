@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 JOB_ID_LABEL = "prediction-service/job-id"
 MODEL_ANNOTATION = "prediction-service/model"
+LOG_LINES = 500  # of a finished Job's pod output, kept in the job's log file
 
 
 class KubernetesLauncher:
@@ -42,6 +43,7 @@ class KubernetesLauncher:
         from kubernetes import client
 
         self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.template = template
         self.poll_s = poll_s
@@ -107,7 +109,7 @@ class KubernetesLauncher:
         self._call(self.batch.create_namespaced_job, self.namespace, job)
         log.info("retrain job %s: created Kubernetes Job %s", job_id, job["metadata"]["name"])
 
-    def wait(self, job_id: str) -> str | None:
+    def wait(self, job_id: str, log_file: Path) -> str | None:
         from kubernetes.client.exceptions import ApiException
 
         name = self.job_name(job_id)
@@ -124,8 +126,28 @@ class KubernetesLauncher:
                 continue
             ended = job_end(job.get("status") or {})
             if ended is not None:
+                self._save_log(name, log_file)
                 return None if ended == "" else f"Kubernetes Job {name} failed: {ended}"
         return None  # stopping: the Job runs on; a restarted service watches it again
+
+    def _save_log(self, name: str, log_file: Path) -> None:
+        """The output of the Job's last pod, into the job's log file (what ``log_tail`` and
+        the progress line read for local jobs). Best effort: the pod may be gone."""
+        try:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"job-name={name}", _preload_content=False
+            )
+            items = json.loads(pods.data).get("items") or []
+            if not items:
+                return
+            pod = max(items, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+            text = self.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], self.namespace, tail_lines=LOG_LINES,
+                _preload_content=False,
+            ).data  # fmt: skip
+            log_file.write_bytes(text)
+        except Exception as exc:  # noqa: BLE001 - the outcome is in the database anyway
+            log.warning("could not read the log of Kubernetes Job %s: %s", name, exc)
 
     def progress(self, job_id: str) -> str | None:
         name = self.job_name(job_id)

@@ -41,8 +41,9 @@ class Launcher(Protocol):
 
     def launch(self, job_id: str, args: list[str], log_file: Path) -> None: ...
 
-    def wait(self, job_id: str) -> str | None:
-        """None when training ran to its end (it recorded its outcome), else why it did not."""
+    def wait(self, job_id: str, log_file: Path) -> str | None:
+        """None when training ran to its end (it recorded its outcome), else why it did not.
+        The training output is in ``log_file`` by then, as far as the backend can tell."""
 
     def progress(self, job_id: str) -> str | None:
         """A line saying where the job is, when the log file cannot."""
@@ -70,8 +71,8 @@ class ProcessLauncher:
                 cwd=self.settings.home,
             )
 
-    def wait(self, job_id: str) -> str | None:
-        proc = self._procs[job_id]
+    def wait(self, job_id: str, log_file: Path) -> str | None:
+        proc = self._procs[job_id]  # writing log_file since launch
         try:
             code = proc.wait()
         finally:
@@ -152,6 +153,10 @@ class RetrainRunner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def log_path(self, job_id: str) -> Path:
+        """The training output of one job (written by the process, or copied from the pod)."""
+        return self.job_dir() / f"{job_id}.log"
+
     def start(
         self, model: str, candidates: list[str] | None, data_path: str | None
     ) -> dict[str, Any]:
@@ -181,7 +186,7 @@ class RetrainRunner:
         job = self.jobs.get(job_id)
         if job is None:
             raise NotFoundError(f"no retrain job {job_id!r}")
-        log_file = self.job_dir() / f"{job_id}.log"
+        log_file = self.log_path(job_id)
         if log_file.exists():
             lines = log_file.read_text(errors="replace").splitlines()
             job["progress"] = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
@@ -207,8 +212,8 @@ class RetrainRunner:
         try:
             if args is not None:
                 self.jobs.update(job_id, status="running", started_at=datetime.now(UTC))
-                self.launcher.launch(job_id, args, self.job_dir() / f"{job_id}.log")
-            error = self.launcher.wait(job_id)
+                self.launcher.launch(job_id, args, self.log_path(job_id))
+            error = self.launcher.wait(job_id, self.log_path(job_id))
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             error = f"{type(exc).__name__}: {exc}"
             log.exception("retrain job %s failed", job_id)
