@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
 from prediction_service.storage.jobs import JobStore
 from prediction_service.training.pipeline import TrainOptions, run_training
+from prediction_service.training.search import Progress
 
 EXIT_NOT_PROMOTED = 3
-Progress = Callable[[str], None]
 
 
 def build_parser(model: str | None, prog: str | None = None) -> argparse.ArgumentParser:
