@@ -3,9 +3,10 @@
 MLServer 1.7 pins libraries this project does not use (FastAPI 0.115 among them), so it lives
 in a virtual environment of its own, outside the repository where no linter walks it
 (``~/.cache/prediction-service/mlserver-1.7.1``, made on first use from
-``bench/requirements-mlserver.txt``). Our champions are exported to its runtimes: a
+``bench/requirements-mlserver.txt``). Our champions are exported to its runtimes: a bare
 LightGBM model as the booster's text file (``mlserver_lightgbm``), anything else as a joblib
-file (``mlserver_sklearn``). Its default worker pool does not start on Python 3.11 here,
+file (``mlserver_sklearn``). A pipeline with derived features (the housing champion) is the
+latter, its derive step rebuilt from scikit-learn parts MLServer can import. Its default worker pool does not start on Python 3.11 here,
 so it runs with ``parallel_workers: 0`` (requests answered in its main process, as ours are).
 
 gRPC load comes from ``h2load`` (Debian's nghttp2-client): a C HTTP/2 client posting one
@@ -24,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MLSERVER_VENV = Path.home() / ".cache" / "prediction-service" / "mlserver-1.7.1"
@@ -58,7 +61,7 @@ def export_for_mlserver(
     for name, spec in specs.items():
         version = registry.champion_version(spec.registered_name)
         assert version, f"{spec.registered_name} has no champion"
-        model = registry.load_model(spec.registered_name, version)
+        model = _builtin_only(registry.load_model(spec.registered_name, version))
         target = folder / name
         target.mkdir(parents=True)
         if hasattr(model, "booster_"):
@@ -87,6 +90,24 @@ def export_for_mlserver(
             }
         )
     )
+
+
+def _builtin_only(model: Any) -> Any:
+    """The model with our derived-features step (training/derive.py, which MLServer's
+    environment cannot import) rebuilt from scikit-learn and numpy parts that compute the
+    same columns: [X, X @ weights]. Anything else is returned as it is."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    steps = getattr(model, "steps", None)
+    if not steps or type(steps[0][1]).__name__ != "LinearFeatures":
+        return model
+    weights = steps[0][1].weights_
+    derive = FeatureUnion(
+        [("features", FunctionTransformer()),
+         ("derived", FunctionTransformer(np.dot, kw_args={"b": weights}))]
+    )  # fmt: skip
+    return Pipeline([("derive", derive.fit(np.zeros((1, weights.shape[0])))), *steps[1:]])
 
 
 def v2_body(record: dict[str, float]) -> dict[str, Any]:
