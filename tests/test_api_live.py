@@ -211,7 +211,11 @@ def test_info_health_ready_models_metrics(live: LiveServer) -> None:
     live.post("/predict/iris", json=IRIS_RECORD)
     assert live.metric("predictions_total", model="iris", version="1") == before + 1
     assert live.metric("http_requests_total", route="/predict/iris", status="200") >= 1
-    assert live.metric("http_requests_total", route="/predict/{model}", status="404") >= 0
+    # An unknown model is counted under the route template, not under a path per name.
+    unknown = live.metric("http_requests_total", route="/predict/{model}", status="404")
+    assert live.post("/predict/wine", json=IRIS_RECORD).status_code == 404
+    assert live.metric("http_requests_total", route="/predict/{model}", status="404") == unknown + 1
+    assert live.metric("http_requests_total", route="/predict/wine") == 0
     assert live.metric("http_requests_total", route="/health") == 0  # probes are not traffic
     text = live.get("/metrics/prometheus").text
     assert (
