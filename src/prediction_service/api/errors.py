@@ -20,11 +20,13 @@ from prediction_service.api.responses import JSONResponse
 from prediction_service.errors import InvalidInputError, ServiceError
 from prediction_service.protocols import mlflow, native, v2
 from prediction_service.serving.codec import dotted, field_errors
+from prediction_service.serving.service import EXPLAIN
 
 log = logging.getLogger(__name__)
 
 _BODIES: dict[str, Callable[[ServiceError], dict[str, Any]]] = {
     native.PROTOCOL: native.error_body,
+    EXPLAIN: native.error_body,  # the explain lanes take and answer our own protocol's bodies
     v2.PROTOCOL: v2.error_body,
     mlflow.PROTOCOL: mlflow.error_body,
 }
@@ -34,7 +36,7 @@ _STATUS: dict[str, Callable[[ServiceError], int]] = {v2.PROTOCOL: v2.status_of}
 def error_reply(protocol: str, exc: ServiceError) -> tuple[int, dict[str, Any]]:
     """The status and body that answer ``exc`` in ``protocol``."""
     status = _STATUS[protocol](exc) if protocol in _STATUS else exc.status_code
-    return status, _BODIES.get(protocol, native.error_body)(exc)  # explain: ours
+    return status, _BODIES[protocol](exc)
 
 
 def protocol_of(path: str) -> str:

@@ -140,8 +140,7 @@ class PredictionService:
         ``(rows, outputs, features + 1)`` (see ``predictors.portable.ExplainFn``). Logged and
         counted like any prediction, under the protocol ``explain``; no A/B split."""
         model = self.store.get(name)
-        if model.explain is None:
-            self.metrics.prediction_errors.labels(name, NotExplainableError.reason, EXPLAIN).inc()
+        if model.explain is None:  # counted by the lane that answers it, as every refusal is
             raise NotExplainableError(
                 f"{name} version {model.version} cannot be explained: {model.unexplained}"
             )
