@@ -102,7 +102,9 @@ class TrainingRecorder:
                 (Path(tmp) / Path(name).name).write_bytes(content)
             mlflow.log_artifacts(tmp, artifact_path=folder)
 
-    def log_model(self, model: Any, lightgbm: bool, example: pd.DataFrame) -> str:
+    def log_model(self, model: Any, example: pd.DataFrame) -> str:
+        """A bare LightGBM model in MLflow's lightgbm flavour, anything else (pipelines with a
+        scaler or derived features included) in the sklearn flavour."""
         signature = infer_signature(example, _predict(model, example))
         common: dict[str, Any] = {
             "name": "model",
@@ -110,7 +112,7 @@ class TrainingRecorder:
             "input_example": example,
             "pip_requirements": _pip_requirements(),
         }
-        if lightgbm:
+        if hasattr(model, "booster_"):
             info = mlflow.lightgbm.log_model(model, **common)
         else:
             info = mlflow.sklearn.log_model(model, skops_trusted_types=_own_types(model), **common)

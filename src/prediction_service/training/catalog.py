@@ -79,7 +79,3 @@ def _build(name: str, params: dict[str, Any], seed: int) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     return Pipeline([("scale", StandardScaler()), ("model", estimator)])
-
-
-def is_lightgbm(name: str) -> bool:
-    return ESTIMATORS[name].import_path.startswith("lightgbm:")

@@ -25,7 +25,7 @@ from prediction_service.registry.store import (
 )
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
-from prediction_service.training.catalog import build_estimator, is_lightgbm
+from prediction_service.training.catalog import build_estimator
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
 from prediction_service.training.reference import reference_stats
@@ -237,9 +237,7 @@ def run_training(
         }
         rec.set_tags(tags)
         progress(f"[{spec.name}] logging and registering {best.name} as {spec.registered_name}")
-        # A bare LightGBM model gets its own flavour; a pipeline (scaler, derived features) sklearn's.
-        bare_lightgbm = is_lightgbm(best.estimator) and derive is None
-        model_uri = rec.log_model(model, bare_lightgbm, dataset.X.iloc[:1])
+        model_uri = rec.log_model(model, dataset.X.iloc[:1])
         version = rec.register(model_uri, spec.registered_name)
 
         champion_metrics = None

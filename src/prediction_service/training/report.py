@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from prediction_service.predictors.portable import split_pipeline
 from prediction_service.specs import ModelSpec
 
 _DPI = 100
@@ -194,7 +195,7 @@ def build_report(
 def _own_importance(model: Any) -> np.ndarray | None:
     """The estimator's own importance: LightGBM's total gain, a tree ensemble's impurity
     decrease, or a linear model's absolute coefficients (on scaled features)."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    final = split_pipeline(model)[1]
     if hasattr(final, "booster_"):
         return np.asarray(final.booster_.feature_importance(importance_type="gain"), dtype=float)
     if hasattr(final, "feature_importances_"):
