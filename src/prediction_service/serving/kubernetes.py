@@ -134,10 +134,10 @@ class KubernetesLauncher:
         """The output of the Job's last pod, into the job's log file (what ``log_tail`` and
         the progress line read for local jobs). Best effort: the pod may be gone."""
         try:
-            pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"job-name={name}", _preload_content=False
+            pods = self._call(
+                self.core.list_namespaced_pod, self.namespace, label_selector=f"job-name={name}"
             )
-            items = json.loads(pods.data).get("items") or []
+            items = pods.get("items") or []
             if not items:
                 return
             pod = max(items, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -157,9 +157,9 @@ class KubernetesLauncher:
         self._stop.set()
 
     @staticmethod
-    def _call(method: Any, *args: Any) -> dict[str, Any]:
+    def _call(method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """A client call with the JSON as sent and received, not the client's model classes."""
-        response = method(*args, _preload_content=False)
+        response = method(*args, **kwargs, _preload_content=False)
         return dict(json.loads(response.data))
 
 

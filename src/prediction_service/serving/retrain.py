@@ -77,8 +77,8 @@ class ProcessLauncher:
             code = proc.wait()
         finally:
             self._procs.pop(job_id, None)
-        # 0: promoted, 3: registered but not promoted; both recorded an outcome.
-        return None if code in (0, 3) else f"training exited with code {code}; see log_tail"
+        # With --job-id the command exits 0 whenever it recorded an outcome, promoted or not.
+        return None if code == 0 else f"training exited with code {code}; see log_tail"
 
     def progress(self, job_id: str) -> str | None:
         return None
