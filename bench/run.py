@@ -4,8 +4,8 @@
 (timing it), then starts the servers on loopback, warms them, drives them with wrk (HTTP) or
 h2load (gRPC) and stops them by process group: ours (every protocol) beside Seldon MLServer
 on the same champions (alternating runs), `mlflow models serve`, and two constant-reply
-ceilings (FastAPI, and a bare ASGI app); and the housing model with and without its derived
-features (bench/housing_features.py). Writes bench/results/latest.json and latest.md and
+ceilings (FastAPI, and a bare ASGI app); and every model with derived features fitted with
+and without them (bench/derived_features.py). Writes bench/results/latest.json and latest.md and
 refreshes the README table. Absolute numbers move from machine to machine; the ratios
 within one run are what to compare.
 """
@@ -151,7 +151,8 @@ def mlflow_body(records: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import housing_features, peers
+    from bench import derived_features, peers
+    from prediction_service.specs import load_specs
 
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {
@@ -185,13 +186,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         result["training_s"][model] = round(time.perf_counter() - started, 1)
 
-    log("housing with and without its derived features")
-    result["housing_features"] = housing_features.measure()
+    log("models with and without their derived features")
+    result["derived_features"] = derived_features.measure()
 
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
     batches = {n: frame.sample(n, random_state=0).to_dict(orient="records") for n in (1000, 10000)}
     single, protocols = result["single"], result["protocols"]
     records = {"iris": IRIS, "housing": HOUSING}
+    specs = load_specs(ROOT / "config" / "models")
 
     # -- ours, and Seldon MLServer on the same champions (both up; points alternate) ----
     mlserver_dir = work / "mlserver"
@@ -219,8 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for model, body in records.items():
             v2 = peers.v2_body(body)
             # MLServer's gRPC encoder fails on string class names ("expected bytes, str
-            # found"), so for classifiers both servers are asked for predict_proba only.
-            outputs = ["predict_proba"] if model == "iris" else []
+            # found"), so classifiers are asked, by both servers, for predict_proba only.
+            outputs = ["predict_proba"] if specs[model].task == "classification" else []
             frame_ = peers.grpc_frame(model, body, outputs)
             points = {
                 "v2 rest": lambda u: wrk(f"{u}/v2/models/{model}/infer", v2, c, args.seconds),
@@ -418,10 +420,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {n:,} rows | {b[f'api {n}']:,} | {b[f'mlflow {n}']:,} | {ratio(b[f'api {n}'], b[f'mlflow {n}'])} |"
         )
-    if "housing_features" in r:
-        from bench import housing_features
+    if "derived_features" in r:
+        from bench import derived_features
 
-        lines += ["", housing_features.markdown(r["housing_features"]).rstrip("\n")]
+        lines += ["", derived_features.markdown(r["derived_features"]).rstrip("\n")]
     cs, rss = r["cold_start_s"], r["rss_mb"]
     lw = r["log_write"]
     lines += [
