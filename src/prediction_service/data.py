@@ -42,7 +42,17 @@ def load_dataset(spec: ModelSpec, path: Path) -> Dataset:
         raise DataValidationError(path, ["file does not exist"]) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError(path, [f"not a readable CSV: {exc}"]) from None
+    X, y = validate_frame(spec, frame, path)
+    return Dataset(X=X, y=y, path=path, digest=file_sha256(path))
 
+
+def validate_frame(
+    spec: ModelSpec, frame: pd.DataFrame, path: Path, complete: bool = True
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Features (named as in the spec) and target of ``frame``, whose columns are named as
+    in a CSV; DataValidationError naming ``path`` lists every problem. ``complete``: the
+    frame is a whole training set (at least ``min_rows``, every class present), not an
+    addition to one."""
     problems: list[str] = []
     wanted = [f.source_column for f in spec.features] + [spec.target.column]
     missing = [c for c in wanted if c not in frame.columns]
@@ -52,7 +62,7 @@ def load_dataset(spec: ModelSpec, path: Path) -> Dataset:
         )
         raise DataValidationError(path, problems)
 
-    if len(frame) < spec.data.min_rows:
+    if complete and len(frame) < spec.data.min_rows:
         problems.append(f"{len(frame)} rows, fewer than the minimum of {spec.data.min_rows}")
 
     features: dict[str, np.ndarray] = {}
@@ -88,15 +98,16 @@ def load_dataset(spec: ModelSpec, path: Path) -> Dataset:
                 problems.append(f"{label}: {fractional} rows are not whole numbers")
         features[feat.name] = arr
 
-    target = _validate_target(spec, frame[spec.target.column], problems)
+    target = _validate_target(spec, frame[spec.target.column], problems, complete)
     if problems:
         raise DataValidationError(path, problems)
     assert target is not None
-    X = pd.DataFrame(features, columns=spec.feature_names)
-    return Dataset(X=X, y=target, path=path, digest=file_sha256(path))
+    return pd.DataFrame(features, columns=spec.feature_names), target
 
 
-def _validate_target(spec: ModelSpec, col: pd.Series, problems: list[str]) -> pd.Series | None:
+def _validate_target(
+    spec: ModelSpec, col: pd.Series, problems: list[str], complete: bool
+) -> pd.Series | None:
     label = f"target column {spec.target.column!r}"
     n_missing = int(col.isna().sum())
     if n_missing:
@@ -126,6 +137,6 @@ def _validate_target(spec: ModelSpec, col: pd.Series, problems: list[str]) -> pd
             problems.append(f"{label}: unknown classes {unknown[:5]} (spec lists {classes})")
             return None
     absent = [c for c in classes if c not in set(names)]
-    if absent:
+    if absent and complete:
         problems.append(f"{label}: classes never present: {', '.join(absent)}")
     return names

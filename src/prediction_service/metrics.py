@@ -187,6 +187,32 @@ class Metrics:
         self.retrain_in_progress = gauge(
             "retrain_in_progress", "1 while a retrain job of the model runs.", ["model"], "max"
         )
+        # -- automation --------------------------------------------------------------------
+        self.model_events = Counter(
+            "model_events_total",
+            "Automation and lifecycle decisions, by model and event type (retrain_triggered, "
+            "retrain_succeeded, retrain_failed, canary_started, promoted, rolled_back).",
+            ["model", "type"],
+            registry=r,
+        )
+        self.canary_active = gauge(
+            "canary_active",
+            "1 while a canary of the model is being judged.",
+            ["model"],
+            "mostrecent",
+        )
+        self.canary_labels = gauge(
+            "canary_labels",
+            "Labelled predictions of each canary arm (champion or challenger) so far.",
+            ["model", "arm"],
+            "mostrecent",
+        )
+        self.canary_live_quality = gauge(
+            "canary_live_quality",
+            "Live quality of each canary arm: accuracy for classifiers, mae for regressors.",
+            ["model", "arm", "metric"],
+            "mostrecent",
+        )
         # -- live quality and drift --------------------------------------------------------
         self.feedback = Counter(
             "feedback_total",

@@ -21,6 +21,7 @@ from prediction_service.access import AccessControl
 from prediction_service.access import summary as access_summary
 from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
+from prediction_service.serving.automation import Automation
 from prediction_service.serving.codec import FeatureCodec, example_row
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
@@ -29,6 +30,7 @@ from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
+from prediction_service.storage.automation import EventStore, LeaseStore, StateStore
 from prediction_service.storage.db import make_engine, migrate, reachable
 from prediction_service.storage.jobs import JobStore, TrafficStore
 from prediction_service.storage.prediction_log import PredictionLog
@@ -50,6 +52,7 @@ class Services:
     predictions: PredictionService
     monitor: Monitor
     retrain: RetrainRunner
+    automation: Automation
     access: AccessControl
     started_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -87,6 +90,8 @@ class Services:
         s = self.settings
         self._every(s.reload_interval_s, self.lifecycle.sync_all)
         self._every(s.drift_interval_s, self.monitor.check_all)
+        if self.automation.models:
+            self._every(s.automation_interval_s, self.automation.tick)
         if self.metrics.multiprocess:
             # A scrape samples only the worker it reaches; the others must sample themselves.
             self._every(5.0, self.metrics.sample_process)
@@ -96,6 +101,8 @@ class Services:
         self._stop.set()
         for thread in self._loops:
             thread.join(10.0)
+        if self.started:
+            self.automation.release()
         self.retrain.shutdown()
         self.prediction_log.close()
         self.engine.dispose()
@@ -133,7 +140,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     engine = make_engine(settings.effective_database_url)
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
     store = ModelStore(specs, registry, metrics)
-    lifecycle = ModelLifecycle(store, registry, TrafficStore(engine))
+    lifecycle = ModelLifecycle(store, registry, TrafficStore(engine), EventStore(engine, metrics))
     prediction_log = PredictionLog(
         engine,
         metrics,
@@ -141,6 +148,12 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         batch_size=settings.log_batch_size,
         flush_interval_s=settings.log_flush_interval_s,
         full_wait_s=settings.log_full_wait_s,
+    )
+    monitor = Monitor(store, prediction_log, metrics, settings)
+    predictions = PredictionService(store, prediction_log, metrics)
+    retrain = RetrainRunner(settings, JobStore(engine), lifecycle, metrics)
+    automation = Automation(
+        settings, retrain, monitor, predictions, LeaseStore(engine), StateStore(engine), metrics
     )
     codecs = {
         name: FeatureCodec(spec, settings.max_batch_size, example_row(spec, settings.home))
@@ -156,8 +169,9 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         store=store,
         lifecycle=lifecycle,
         prediction_log=prediction_log,
-        predictions=PredictionService(store, prediction_log, metrics),
-        monitor=Monitor(store, prediction_log, metrics, settings),
-        retrain=RetrainRunner(settings, JobStore(engine), lifecycle, metrics),
+        predictions=predictions,
+        monitor=monitor,
+        retrain=retrain,
+        automation=automation,
         access=AccessControl.from_settings(settings, metrics),
     )

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     drift_pvalue_threshold: float = Field(default=0.01, gt=0, lt=1)
     drift_interval_s: float = Field(default=60.0, gt=0)
     quality_window: int = Field(default=500, ge=1)
+    automation_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often the automation of each model (triggers, canary) is checked",
+    )
+    automation_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long one worker or replica acts for a model's automation without "
+        "renewing; a holder that dies is replaced after this",
+    )
     retrain_backend: Literal["process", "kubernetes"] = Field(
         default="process",
         description="where retrain jobs run: a child process, or a Kubernetes Job",

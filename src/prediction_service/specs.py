@@ -144,6 +144,56 @@ class MonitoringSpec(_Strict):
     live_quality: dict[str, Threshold] = Field(default_factory=dict)
 
 
+class DriftTrigger(_Strict):
+    consecutive_checks: int = Field(default=3, ge=1)
+
+
+class LiveQualityTrigger(_Strict):
+    min_labels: int = Field(default=200, ge=1)
+
+
+class TriggersSpec(_Strict):
+    schedule_s: float | None = Field(default=None, gt=0)
+    drift: DriftTrigger | None = None
+    live_quality: LiveQualityTrigger | None = None
+    new_data: bool = False
+
+
+class TrainingDataSpec(_Strict):
+    # Train on the CSV plus the production rows that received ground truth.
+    include_feedback: bool = False
+
+
+class GuardrailsSpec(_Strict):
+    """Live limits on the challenger's arm during a canary; breaking one rolls it back."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    # The challenger's p99 latency may be at most this multiple of the champion's (plus 1 ms:
+    # sub-millisecond percentiles are noise).
+    max_p99_ratio: float = Field(default=3.0, ge=1)
+    min_requests: int = Field(default=20, ge=1)
+
+
+class RolloutSpec(_Strict):
+    mode: Literal["direct", "canary"] = "direct"
+    canary_percent: float = Field(default=10.0, gt=0, lt=100)
+    min_labels: int = Field(default=100, ge=2)
+    max_duration_s: float = Field(default=86400.0, gt=0)
+    # Roll back when the challenger is worse with this confidence (one-sided test).
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    guardrails: GuardrailsSpec = GuardrailsSpec()
+
+
+class AutomationSpec(_Strict):
+    """What the service does on its own: when to retrain, on what, and how a new version
+    takes over (``direct``: the gate alone; ``canary``: live feedback decides)."""
+
+    triggers: TriggersSpec = TriggersSpec()
+    cooldown_s: float = Field(default=3600.0, ge=0)
+    training_data: TrainingDataSpec = TrainingDataSpec()
+    rollout: RolloutSpec = RolloutSpec()
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -158,6 +208,7 @@ class ModelSpec(_Strict):
     candidates: list[CandidateSpec] = Field(min_length=1)
     quality_gate: GateSpec = GateSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    automation: AutomationSpec | None = None
     source: Path | None = Field(default=None, exclude=True)
     digest: str = Field(default="", exclude=True)
 
@@ -196,6 +247,11 @@ class ModelSpec(_Strict):
                     f"candidates[{i}].estimator: {cand.estimator!r} is for {entry.task}, "
                     f"the spec's task is {self.task}"
                 )
+        triggers = self.automation.triggers if self.automation else None
+        if triggers and triggers.live_quality and not self.monitoring.live_quality:
+            raise ValueError(
+                "automation.triggers.live_quality: needs a bound in monitoring.live_quality"
+            )
         if self.task == "classification" and not self.target.classes:
             raise ValueError("target.classes: a classification spec must list its class names")
         if self.task == "classification" and self.target.classes:

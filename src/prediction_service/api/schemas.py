@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prediction_service.storage.automation import EventType
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
@@ -222,6 +224,18 @@ class TrafficState(_Out):
     champion_version: str | None
     challenger_version: str | None
     challenger_percent: float
+
+
+class ModelEvent(_Out):
+    type: EventType
+    at: str = Field(description="when, ISO 8601 UTC")
+    version: str | None = Field(description="the version the decision is about")
+    reason: str = Field(description="why, as a sentence")
+    details: dict[str, Any] = Field(description="the numbers behind the decision")
+
+
+class ModelEvents(_Out):
+    events: list[ModelEvent] = Field(description="newest first")
 
 
 # -- retraining --------------------------------------------------------------------------

@@ -26,6 +26,8 @@ TEST_SPLIT_FILE = "reference/test_split.json"
 PREDICTOR_FILE = "serving/predictor.npz"
 # The training report (training/report.py): a Markdown page and its figures beside it.
 REPORT_FILE = "report/report.md"
+# Which labelled production rows a version trained on, and which it was scored on as recent.
+FEEDBACK_LINEAGE_FILE = "lineage/feedback_ids.json"
 
 
 @dataclass(frozen=True)

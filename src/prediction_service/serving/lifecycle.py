@@ -10,6 +10,7 @@ from prediction_service.errors import ConflictError, InvalidInputError, NotFound
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import CHALLENGER
 from prediction_service.serving.model_store import ModelStore, ServedModel
+from prediction_service.storage.automation import EventStore
 from prediction_service.storage.jobs import TrafficStore
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ def _version_summary(info: ModelVersionInfo) -> dict[str, Any]:
 
 
 class ModelLifecycle:
-    def __init__(self, store: ModelStore, registry: Registry, traffic: TrafficStore) -> None:
+    def __init__(
+        self, store: ModelStore, registry: Registry, traffic: TrafficStore, events: EventStore
+    ) -> None:
         self.store = store
         self.registry = registry
         self.traffic = traffic
+        self.events = events
         # One change at a time: a registry poll reads the stored splits, then applies them;
         # an admin change landing in between was overwritten by the stale read (a test
         # caught a 10% split surviving "set to 0" until the next poll).
@@ -110,9 +114,13 @@ class ModelLifecycle:
         self.store.serve(model)
         return {"model": name, "previous_version": previous, "version": model.version}
 
-    def promote(self, name: str, version: str) -> dict[str, Any]:
+    def promote(
+        self, name: str, version: str, reason: str = "promoted by an admin request"
+    ) -> dict[str, Any]:
         with self._lock:
-            return self._promote(name, version)
+            change = self._promote(name, version)
+        self.events.record(name, "promoted", reason, version, change)
+        return change
 
     def _promote(self, name: str, version: str) -> dict[str, Any]:
         spec = self.store.spec(name)
@@ -121,7 +129,28 @@ class ModelLifecycle:
 
     def rollback(self, name: str) -> dict[str, Any]:
         with self._lock:
-            return self._rollback(name)
+            change = self._rollback(name)
+        reason = (
+            f"an admin restored version {change['version']} "
+            f"(the champion before {change['previous_version']})"
+        )
+        self.events.record(name, "rolled_back", reason, change["version"], change)
+        return change
+
+    def end_canary(
+        self, name: str, version: str, reason: str, details: dict[str, Any] | None = None
+    ) -> None:
+        """Roll a canary back: no traffic to ``version``, its challenger alias removed, and
+        the reason tagged on it. The champion serves throughout."""
+        with self._lock:
+            spec = self.store.spec(name)
+            self.traffic.set(name, 0.0)
+            self.store.set_challenger(name, None, 0.0)
+            if self.registry.alias_version(spec.registered_name, CHALLENGER) == version:
+                self.registry.delete_alias(spec.registered_name, CHALLENGER)
+            tags = {"canary_decision": "rolled_back", "canary_reason": reason}
+            self.registry.set_version_tags(spec.registered_name, version, tags)
+        self.events.record(name, "rolled_back", reason, version, details)
 
     def _rollback(self, name: str) -> dict[str, Any]:
         spec = self.store.spec(name)

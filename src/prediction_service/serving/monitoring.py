@@ -106,8 +106,9 @@ class Monitor:
             "live_quality": self.update_quality(model, version),
         }
 
-    def update_quality(self, model: str, version: str) -> dict[str, Any]:
-        pairs = self.log.recent_feedback(model, version, self.settings.quality_window)
+    def update_quality(self, model: str, version: str, window: int | None = None) -> dict[str, Any]:
+        """Quality over the version's latest ``window`` (default: the setting) labels."""
+        pairs = self.log.recent_feedback(model, version, window or self.settings.quality_window)
         quality: dict[str, Any] = {"version": version, "window": len(pairs)}
         if not pairs:
             return quality

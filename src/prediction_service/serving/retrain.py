@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
+
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.lifecycle import ModelLifecycle
@@ -158,8 +160,15 @@ class RetrainRunner:
         return self.job_dir() / f"{job_id}.log"
 
     def start(
-        self, model: str, candidates: list[str] | None, data_path: str | None
+        self,
+        model: str,
+        candidates: list[str] | None,
+        data_path: str | None,
+        reason: str = "requested through POST /retrain",
+        trigger: str = "manual",
     ) -> dict[str, Any]:
+        """Start a job; ConflictError while one of ``model`` runs anywhere (the database's
+        unique index on active jobs decides between workers and replicas)."""
         spec = self.lifecycle.store.spec(model)
         if candidates is not None:
             select_candidates(spec, tuple(candidates))
@@ -173,13 +182,19 @@ class RetrainRunner:
                 job_id = active["id"] if active else "?"
                 raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
             job_id = uuid.uuid4().hex
-            job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
+            try:
+                job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
+            except IntegrityError:  # another worker or replica started one a moment ago
+                raise ConflictError(f"a retrain of {model!r} is already running") from None
             args = ["train", model, "--job-id", job_id]
             if candidates:
                 args += ["--candidates", ",".join(candidates)]
             if data:
                 args += ["--data", str(data)]
             self._watch(job_id, model, args)
+        self.lifecycle.events.record(
+            model, "retrain_triggered", reason, None, {"job_id": job_id, "trigger": trigger}
+        )
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -241,6 +256,17 @@ class RetrainRunner:
                 status=status,
                 finished_at=datetime.now(UTC),
                 error=None if status == "succeeded" else error,
+            )
+            if status == "succeeded":
+                state = "is the new champion" if job.get("promoted") else "was not promoted"
+                reason = f"version {job['version']} {state}: {job.get('gate_reason')}"
+            else:
+                reason = str(error)
+            details = {"job_id": job_id, "seconds": round(seconds, 1)}
+            if status == "succeeded":
+                details["metrics"] = job.get("metrics")
+            self.lifecycle.events.record(
+                model, f"retrain_{status}", reason, job.get("version"), details
             )
         except Exception:  # noqa: BLE001 - the next start marks it interrupted
             log.exception("could not record the end of retrain job %s", job_id)

@@ -6,6 +6,7 @@ and challenger, counted, and logged the same way whichever door it came in by.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import secrets
 import time
@@ -57,6 +58,8 @@ class PredictionService:
         self.log = log
         self.metrics = metrics
         self._instruments: dict[tuple[str, str], _Instruments] = {}
+        # Requests a version failed on, in this process: (model, version) -> count.
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
         # Prediction ids: a random per-process prefix and a counter; unique without a
         # system call per id.
         self._id_prefix = secrets.token_hex(8)
@@ -82,6 +85,7 @@ class PredictionService:
             out = model.predict(X)
         except Exception:
             self.metrics.prediction_errors.labels(name, "model_error", protocol).inc()
+            self.failures[(name, model.version)] += 1  # a canary's error-rate guardrail
             raise
         elapsed = time.perf_counter() - started
         n = len(X)

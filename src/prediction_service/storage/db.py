@@ -75,6 +75,17 @@ class RetrainJobRecord(Base):
     metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
+    __table_args__ = (
+        # At most one queued or running job per model, whichever worker or replica asks.
+        Index(
+            "ux_retrain_jobs_active_model",
+            "model",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
 
 class TrafficRecord(Base):
     """The challenger share of a model's traffic, shared by every worker and replica."""
@@ -83,6 +94,44 @@ class TrafficRecord(Base):
 
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     challenger_percent: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventRecord(Base):
+    """A decision about a model (retrain triggered, canary started, promoted, ...) and why."""
+
+    __tablename__ = "model_events"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    model: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (Index("ix_model_events_model_seq", "model", "seq"),)
+
+
+class LeaseRecord(Base):
+    """Who may act for a name (one model's automation) until ``expires_at`` (Unix seconds)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class AutomationStateRecord(Base):
+    """What the automation of one model remembers between checks (drift streak, canary)."""
+
+    __tablename__ = "automation_state"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

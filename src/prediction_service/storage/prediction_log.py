@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from prediction_service.metrics import Metrics
@@ -300,6 +300,31 @@ class PredictionLog:
         )
         with self.engine.begin() as conn:
             return bool(conn.execute(stmt).rowcount)
+
+    def last_seq(self) -> int:
+        """The newest row's ``seq`` (0 for an empty log): rows after it are newer."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(PredictionRecord.seq))).scalar() or 0)
+
+    def since(
+        self, model: str, version: str, after_seq: int, limit: int = 50_000
+    ) -> list[tuple[Any, Any, float]]:
+        """(prediction, actual or None, latency_ms) of the version's rows after ``after_seq``,
+        newest first (the ``(model, seq)`` index finds them without a scan)."""
+        stmt = (
+            select(
+                PredictionRecord.prediction, PredictionRecord.actual, PredictionRecord.latency_ms
+            )
+            .where(
+                PredictionRecord.model == model,
+                PredictionRecord.seq > after_seq,
+                PredictionRecord.version == version,
+            )
+            .order_by(PredictionRecord.seq.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(p, a, float(ms)) for p, a, ms in conn.execute(stmt)]
 
     def recent_feedback(self, model: str, version: str, limit: int) -> list[tuple[Any, Any]]:
         """(prediction, actual) of the latest predictions that got ground truth."""

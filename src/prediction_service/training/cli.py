@@ -64,6 +64,12 @@ def build_parser(model: str | None, prog: str | None = None) -> argparse.Argumen
         "is written to that job's row in the prediction database",
     )
     parser.add_argument(
+        "--no-feedback",
+        action="store_true",
+        help="train on the CSV only, even where the spec's automation.training_data says "
+        "include_feedback",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="fast smoke run: only the spec's first candidate and 2-fold CV",
@@ -135,6 +141,7 @@ def _train(
                 candidates=candidates,
                 seed=args.seed,
                 cv_folds=args.cv_folds or (2 if args.quick else None),
+                include_feedback=False if args.no_feedback else None,
             )
             result = run_training(spec, settings, options, progress)
             print(result.table())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prediction_service.specs import METRICS, GateSpec
+from prediction_service.specs import METRICS, GateSpec, Threshold
 
 
 @dataclass(frozen=True)
@@ -13,9 +13,12 @@ class GateDecision:
     reason: str
 
 
-def failed_thresholds(gate: GateSpec, metrics: dict[str, float]) -> list[str]:
+def failed_thresholds(thresholds: dict[str, Threshold], metrics: dict[str, float]) -> list[str]:
+    """Each bound ``metrics`` break, as a sentence; bounds on absent metrics are skipped."""
     failures = []
-    for name, bound in gate.thresholds.items():
+    for name, bound in thresholds.items():
+        if name not in metrics:
+            continue
         value = metrics[name]
         if bound.min is not None and value < bound.min:
             failures.append(f"{name} {value:.4f} < required {bound.min}")
@@ -31,7 +34,7 @@ def decide(
     champion_metrics: dict[str, float] | None,
 ) -> GateDecision:
     """Both metric sets must come from the same test rows."""
-    failures = failed_thresholds(gate, new_metrics)
+    failures = failed_thresholds(gate.thresholds, new_metrics)
     if failures:
         return GateDecision(False, "below the spec's thresholds: " + "; ".join(failures))
     if champion_metrics is None:

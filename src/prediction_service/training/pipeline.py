@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
@@ -18,6 +19,7 @@ from prediction_service.predictors.portable import explainer_from_bundle, to_bun
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
     CHALLENGER,
+    FEEDBACK_LINEAGE_FILE,
     PREDICTOR_FILE,
     REFERENCE_FILE,
     REPORT_FILE,
@@ -26,6 +28,7 @@ from prediction_service.registry.store import (
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
 from prediction_service.training.catalog import build_estimator
+from prediction_service.training.feedback import load_feedback, training_digest
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
 from prediction_service.training.reference import reference_stats
@@ -39,6 +42,8 @@ class TrainOptions:
     candidates: tuple[str, ...] | None = None  # subset of the spec's candidate names
     seed: int | None = None
     cv_folds: int | None = None
+    # Labelled production rows join the training split (None: as the spec's automation says).
+    include_feedback: bool | None = None
 
 
 @dataclass
@@ -67,6 +72,8 @@ class TrainingResult:
     cv_metrics: dict[str, float]
     seconds: float
     candidates: list[CandidateResult] = field(default_factory=list)
+    canary: bool = False  # passed the gate; the service's canary decides
+    feedback_rows: int = 0
 
     def table(self) -> str:
         head = f"{'candidate':<26} {'cv ' + self.metric:>16} {'test ' + self.metric:>12}  chosen"
@@ -82,7 +89,9 @@ class TrainingResult:
             "registered_name": self.registered_name,
             "version": self.version,
             "promoted": self.promoted,
+            "canary": self.canary,
             "reason": self.reason,
+            "feedback_rows": self.feedback_rows,
             "chosen": self.chosen,
             "run_id": self.run_id,
             "metrics": {f"test_{k}": v for k, v in self.test_metrics.items()} | self.cv_metrics,
@@ -90,7 +99,15 @@ class TrainingResult:
         }
 
     def summary(self) -> str:
-        state = "is the new champion" if self.promoted else f"was not promoted ({CHALLENGER})"
+        state = (
+            "is the new champion"
+            if self.promoted
+            else (
+                f"is the {CHALLENGER}: a canary decides"
+                if self.canary
+                else f"was not promoted ({CHALLENGER})"
+            )
+        )
         return (
             f"{self.registered_name} version {self.version} {state}: {self.reason}\n"
             f"test metrics: "
@@ -130,6 +147,22 @@ def run_training(
         f"[{spec.name}] {len(X)} rows valid; train {len(train_ids)}, test {len(test_ids)} "
         f"(seed {seed}, split {split_digest[:12]}); {folds}-fold CV on {len(candidates)} candidates"
     )
+    # Labelled production rows: the older join training (the test split stays the CSV's
+    # rows, so the gate compares like with like), the newest are held out as "recent".
+    feedback = recent = None
+    automation = spec.automation
+    if options.include_feedback or (
+        options.include_feedback is None
+        and automation
+        and automation.training_data.include_feedback
+    ):
+        feedback, recent = load_feedback(spec, settings.effective_database_url).split()
+        X_train = np.vstack([X_train, feedback.X.to_numpy()])
+        y_train = np.concatenate([y_train, feedback.y.to_numpy()])
+        progress(
+            f"[{spec.name}] {len(feedback)} labelled production rows join the training split; "
+            f"the newest {len(recent)} are held out as recent"
+        )
     splitter = (StratifiedKFold if classification else KFold)(
         folds, shuffle=True, random_state=seed
     )
@@ -217,9 +250,9 @@ def run_training(
         frame = dataset.X.copy()
         frame[spec.target.column] = dataset.y.to_numpy()
         rec.log_dataset(frame, data_path, spec.name, spec.target.column)
+        train_frame = pd.DataFrame(X_train, columns=spec.feature_names)
         rec.log_json(
-            reference_stats(dataset.X.iloc[train_ids], model.predict(X_train), spec.task, seed),
-            REFERENCE_FILE,
+            reference_stats(train_frame, model.predict(X_train), spec.task, seed), REFERENCE_FILE
         )
         rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, TEST_SPLIT_FILE)
         # The served predictor's portable form, checked on test and training rows.
@@ -234,21 +267,49 @@ def run_training(
             "data_digest": dataset.digest,
             "spec_digest": spec.digest,
             "test_split_digest": split_digest,
+            "training_data_digest": training_digest(X_train, y_train),
+            "feedback_rows": str(len(feedback) if feedback else 0),
         }
+        if feedback is not None and recent is not None:
+            rec.log_json(
+                {"training": feedback.ids, "recent_holdout": recent.ids}, FEEDBACK_LINEAGE_FILE
+            )
         rec.set_tags(tags)
         progress(f"[{spec.name}] logging and registering {best.name} as {spec.registered_name}")
         model_uri = rec.log_model(model, dataset.X.iloc[:1])
         version = rec.register(model_uri, spec.registered_name)
 
-        champion_metrics = None
+        champion, champion_metrics = None, None
         if champion_before is not None:
             champion = registry.load_model(spec.registered_name, champion_before)
             champion_metrics = score(spec.task, champion, X_test, y_test)
+        if recent is not None and len(recent) >= 2:  # reported, not gated: few rows, and new
+            X_recent, y_recent = recent.X.to_numpy(), recent.y.to_numpy()
+            on_recent = score(spec.task, model, X_recent, y_recent)[metric]
+            rec.log_metrics({f"recent_{metric}": on_recent})
+            line = f"{metric} {on_recent:.4f} on the {len(recent)} newest labelled rows"
+            if champion is not None:
+                champion_recent = score(spec.task, champion, X_recent, y_recent)[metric]
+                rec.set_tags({f"champion_recent_{metric}": f"{champion_recent:.6f}"})
+                line += f" (champion {champion_recent:.4f})"
+            progress(f"[{spec.name}] {line}")
         decision = decide(spec.quality_gate, metric, test_metrics, champion_metrics)
+        # Canary rollout: a version that passes the gate is served to a share of traffic
+        # first, and live feedback decides (the service's automation). The first version of a
+        # model has nothing to be compared with, so it takes the alias directly.
+        canary = bool(
+            decision.promote
+            and champion_before is not None
+            and automation
+            and automation.rollout.mode == "canary"
+        )
+        reason = decision.reason
+        if canary:
+            reason += "; it becomes the challenger of a canary rollout"
         gate_tags = {
             **tags,
-            "gate_decision": "promoted" if decision.promote else "rejected",
-            "gate_reason": decision.reason,
+            "gate_decision": "canary" if canary else "promoted" if decision.promote else "rejected",
+            "gate_reason": reason,
             f"test_{metric}": f"{test_metrics[metric]:.6f}",
         }
         if champion_metrics is not None:
@@ -269,7 +330,7 @@ def run_training(
             {f.name: f.png for f in figures} | {Path(REPORT_FILE).name: page.encode()}, folder
         )
         rec.set_tags({"report": REPORT_FILE})
-        if decision.promote:
+        if decision.promote and not canary:
             registry.promote(spec.registered_name, version, previous=champion_before)
         else:
             registry.set_alias(spec.registered_name, CHALLENGER, version)
@@ -278,8 +339,8 @@ def run_training(
         model=spec.name,
         registered_name=spec.registered_name,
         version=version,
-        promoted=decision.promote,
-        reason=decision.reason,
+        promoted=decision.promote and not canary,
+        reason=reason,
         metric=metric,
         chosen=best.name,
         run_id=rec.run_id,
@@ -288,6 +349,8 @@ def run_training(
         cv_metrics={f"cv_{metric}_mean": best.cv_mean, f"cv_{metric}_std": best.cv_std},
         seconds=time.perf_counter() - started,
         candidates=results,
+        canary=canary,
+        feedback_rows=len(feedback) if feedback else 0,
     )
 
 

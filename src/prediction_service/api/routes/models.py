@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -13,12 +13,14 @@ from prediction_service.api.auth import Admin, Scope
 from prediction_service.api.deps import LifecycleDep, StoreDep
 from prediction_service.api.schemas import (
     ChampionChange,
+    ModelEvents,
     ModelInfo,
     TrafficState,
     VersionSummary,
     errors,
 )
 from prediction_service.serving.model_store import ModelStore
+from prediction_service.storage.automation import EventType
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -74,6 +76,23 @@ async def list_models(store: StoreDep) -> list[ModelInfo]:
 @router.get("/{model}", summary="One model and what it is serving", responses=errors(404))
 async def get_model(model: str, store: StoreDep) -> ModelInfo:
     return ModelInfo.model_validate(describe(store, model))
+
+
+@router.get(
+    "/{model}/events",
+    summary="What the automation and admins decided about a model, and why (newest first)",
+    dependencies=[Scope("read")],
+    responses=errors(404),
+)
+async def list_events(
+    model: str,
+    lifecycle: LifecycleDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    type: Annotated[list[EventType] | None, Query(description="only these types")] = None,
+) -> ModelEvents:
+    lifecycle.store.spec(model)  # 404 for an unknown model
+    events = await run_in_threadpool(lifecycle.events.list, model, limit, type)
+    return ModelEvents.model_validate({"events": events})
 
 
 class PromoteIn(BaseModel):

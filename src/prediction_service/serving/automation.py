@@ -1,0 +1,348 @@
+"""The MLOps loop, run by the service itself: triggers start retrain jobs, a canary judged on
+live feedback promotes or rolls back, and every decision becomes an event with its reason.
+
+Each model's automation is checked every ``automation_interval_s`` by whichever worker or
+replica holds its lease (``automation:<model>`` in the database); the others skip it. What a
+check needs to remember (the drift streak, the running canary) is stored in the database
+too, so a new holder carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prediction_service.data import file_sha256
+from prediction_service.errors import ConflictError
+from prediction_service.metrics import Metrics
+from prediction_service.registry.store import CHALLENGER
+from prediction_service.serving.canary import Comparison, abs_error_test, accuracy_test
+from prediction_service.serving.monitoring import Monitor
+from prediction_service.serving.retrain import RetrainRunner
+from prediction_service.serving.service import PredictionService
+from prediction_service.settings import Settings
+from prediction_service.specs import AutomationSpec, ModelSpec, RolloutSpec
+from prediction_service.storage.automation import LeaseStore, StateStore
+from prediction_service.training.gate import failed_thresholds
+
+log = logging.getLogger(__name__)
+
+
+def duration(seconds: float) -> str:
+    """A span a person reads at a glance: 45 s, 12 min, 3.5 h, 7 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _epoch(iso: str | None) -> float:
+    return datetime.fromisoformat(iso).timestamp() if iso else 0.0
+
+
+class Automation:
+    def __init__(
+        self,
+        settings: Settings,
+        retrain: RetrainRunner,
+        monitor: Monitor,
+        predictions: PredictionService,
+        leases: LeaseStore,
+        states: StateStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.retrain = retrain
+        self.lifecycle = retrain.lifecycle
+        self.store = retrain.lifecycle.store
+        self.registry = retrain.lifecycle.registry
+        self.events = retrain.lifecycle.events
+        self.monitor = monitor
+        self.log = monitor.log
+        self.predictions = predictions
+        self.leases = leases
+        self.states = states
+        self.metrics = metrics
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._drift_checked: dict[str, float] = {}  # model -> monotonic time
+        self._digests: dict[Path, tuple[int, int, str]] = {}  # path -> (mtime, size, sha256)
+
+    @property
+    def models(self) -> list[str]:
+        """The models whose spec has an ``automation`` block."""
+        return [name for name, spec in self.store.specs.items() if spec.automation]
+
+    def tick(self) -> None:
+        """Check every automated model this process holds the lease of (taking free ones)."""
+        for name in self.models:
+            try:
+                lease = f"automation:{name}"
+                if self.leases.acquire(lease, self.holder, self.settings.automation_lease_s):
+                    self.check(name)
+            except Exception:  # noqa: BLE001 - one model's failure must not stop the others
+                log.exception("automation of %s failed this round", name)
+
+    def release(self) -> None:
+        """At shutdown: hand the leases over now instead of when they expire."""
+        for name in self.models:
+            try:
+                self.leases.release(f"automation:{name}", self.holder)
+            except Exception as exc:  # noqa: BLE001 - they expire anyway
+                log.warning("could not release the automation lease of %s: %s", name, exc)
+
+    def check(self, name: str) -> None:
+        spec = self.store.spec(name)
+        policy = spec.automation
+        assert policy is not None
+        state = self.states.get(name)
+        before = repr(state)
+        if policy.rollout.mode == "canary":
+            self._canary(spec, policy.rollout, state)
+        self.metrics.canary_active.labels(name).set(1 if state.get("canary") else 0)
+        if not state.get("canary"):  # a new training would replace the challenger under test
+            trigger = self._trigger(spec, policy, state)
+            if trigger is not None:
+                kind, reason = trigger
+                try:
+                    self.retrain.start(name, None, None, reason=reason, trigger=kind)
+                    state["last_trigger"] = {"type": kind, "at": time.time(), "reason": reason}
+                except ConflictError as exc:  # a manual job started meanwhile
+                    log.info("automation of %s: %s", name, exc)
+        if repr(state) != before:
+            self.states.put(name, state)
+
+    # -- triggers --------------------------------------------------------------------
+    def _trigger(
+        self, spec: ModelSpec, policy: AutomationSpec, state: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        """(trigger type, reason) of the first trigger that fires, or None."""
+        name, triggers = spec.name, policy.triggers
+        # Drift is checked (and its streak kept) even while a job runs or the cooldown
+        # holds, so "3 checks in a row" means consecutive checks, not consecutive chances.
+        drifted = self._drift_streak(spec, state) if triggers.drift else []
+        jobs = self.retrain.jobs.list(name, limit=1)
+        last = jobs[0] if jobs else None
+        if last and last["status"] in ("queued", "running"):
+            return None
+        now = time.time()
+        if last and policy.cooldown_s:
+            ended = _epoch(last["finished_at"] or last["created_at"])
+            if now - ended < policy.cooldown_s:
+                return None
+        champion = self.store.loaded(name)
+        if triggers.drift and state.get("drift_streak", 0) >= triggers.drift.consecutive_checks:
+            streak = state["drift_streak"]
+            state["drift_streak"] = 0
+            return "drift", f"drift on {', '.join(drifted)} for {streak} checks in a row"
+        if triggers.live_quality and champion is not None:
+            need = triggers.live_quality.min_labels
+            window = max(need, self.settings.quality_window)
+            quality = self.monitor.update_quality(name, champion.version, window)
+            if quality["window"] >= need:
+                broken = failed_thresholds(spec.monitoring.live_quality, quality)
+                if broken:
+                    return "live_quality", (
+                        f"live quality of version {champion.version} over its last "
+                        f"{quality['window']} labelled predictions: {'; '.join(broken)}"
+                    )
+        if triggers.new_data and champion is not None:
+            path = spec.data_file(self.settings.home)
+            digest = self._digest(path)
+            trained_on = champion.info.run_tags.get("data_digest")
+            if digest and trained_on and digest != trained_on:
+                return "new_data", (
+                    f"{spec.data.path} changed since version {champion.version} was trained "
+                    f"(sha256 {trained_on[:12]} -> {digest[:12]})"
+                )
+        if triggers.schedule_s:
+            trained = champion.info.created_at_ms / 1000.0 if champion else 0.0
+            latest = max(trained, _epoch(last["created_at"]) if last else 0.0)
+            if now - latest >= triggers.schedule_s:
+                since = f"{duration(now - latest)} ago" if latest else "never"
+                return "schedule", (
+                    f"scheduled: every {duration(triggers.schedule_s)}, last training {since}"
+                )
+        return None
+
+    def _drift_streak(self, spec: ModelSpec, state: dict[str, Any]) -> list[str]:
+        """Run a drift check when one is due; keep the count of drifted checks in a row.
+        Returns the features that drifted in the latest check."""
+        name = spec.name
+        due = time.monotonic() - self._drift_checked.get(name, -1e18)
+        if self.store.loaded(name) is None or due < self.settings.drift_interval_s:
+            return list(state.get("drift_features", []))
+        self._drift_checked[name] = time.monotonic()
+        result = self.monitor.drift(name)
+        drifted = list(result.get("drifted_features") or [])
+        state["drift_streak"] = state.get("drift_streak", 0) + 1 if drifted else 0
+        state["drift_features"] = drifted
+        return drifted
+
+    def _digest(self, path: Path) -> str | None:
+        """SHA-256 of a data file, read again only when its size or mtime changes."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        cached = self._digests.get(path)
+        if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+            return cached[2]
+        digest = file_sha256(path)
+        self._digests[path] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    # -- canary ----------------------------------------------------------------------
+    def _canary(self, spec: ModelSpec, rollout: RolloutSpec, state: dict[str, Any]) -> None:
+        name, registered = spec.name, spec.registered_name
+        challenger = self.registry.alias_version(registered, CHALLENGER)
+        champion = self.registry.champion_version(registered)
+        canary = state.get("canary")
+        if canary:
+            if (challenger, champion) != (canary["version"], canary["champion"]):
+                # Someone else decided (an admin promoted, rolled back or retrained).
+                log.info("canary of %s version %s ended outside the automation", name, challenger)
+                state.pop("canary")
+                return
+            self._judge(spec, rollout, canary, state)
+            return
+        if challenger is None or champion is None or challenger == champion:
+            return
+        info = self.registry.find_version(registered, challenger)
+        if info is None or info.tags.get("gate_decision") != "canary":
+            return
+        if info.tags.get("canary_decision"):
+            return
+        self.lifecycle.set_traffic(name, rollout.canary_percent)
+        state["canary"] = {
+            "version": challenger,
+            "champion": champion,
+            "started_at": time.time(),
+            "after_seq": self.log.last_seq(),
+        }
+        self.registry.set_version_tags(
+            registered, challenger, {"canary_started_at": datetime.now(UTC).isoformat()}
+        )
+        self.events.record(
+            name,
+            "canary_started",
+            f"version {challenger} passed the gate ({info.tags.get('gate_reason')}); it now "
+            f"answers {rollout.canary_percent:g}% of requests until {rollout.min_labels} labelled "
+            f"predictions per arm decide (at most {duration(rollout.max_duration_s)})",
+            challenger,
+            {"champion": champion, "canary_percent": rollout.canary_percent},
+        )
+
+    def _judge(
+        self, spec: ModelSpec, rollout: RolloutSpec, canary: dict[str, Any], state: dict[str, Any]
+    ) -> None:
+        name = spec.name
+        arms = {"challenger": canary["version"], "champion": canary["champion"]}
+        rows = {arm: self.log.since(name, v, canary["after_seq"]) for arm, v in arms.items()}
+        labelled = {arm: [(p, a) for p, a, _ in r if a is not None] for arm, r in rows.items()}
+        comparison = self._compare(spec, labelled["challenger"], labelled["champion"])
+        for arm in arms:
+            self.metrics.canary_labels.labels(name, arm).set(len(labelled[arm]))
+        if comparison is not None:
+            metric = comparison.metric
+            self.metrics.canary_live_quality.labels(name, "challenger", metric).set(
+                comparison.challenger
+            )
+            self.metrics.canary_live_quality.labels(name, "champion", metric).set(
+                comparison.champion
+            )
+        broken = self._guardrail(name, rollout, arms, rows)
+        need = rollout.min_labels
+        counts = {arm: len(pairs) for arm, pairs in labelled.items()}
+        details: dict[str, Any] = {"labels": counts, "min_labels": need}
+        if broken:
+            self._roll_back(name, canary, state, broken, details)
+        elif comparison is not None and min(counts.values()) >= need:
+            details["test"] = comparison.details()
+            confidence = f"{rollout.confidence:.0%} confidence"
+            if comparison.worse(rollout.confidence):
+                reason = f"{comparison.sentence()}: worse at {confidence}"
+                self._roll_back(name, canary, state, reason, details)
+            else:
+                reason = f"{comparison.sentence()}: not worse at {confidence}"
+                self.lifecycle.promote(name, canary["version"], reason)
+                self.registry.set_version_tags(
+                    spec.registered_name,
+                    canary["version"],
+                    {"canary_decision": "promoted", "canary_reason": reason},
+                )
+                state.pop("canary")
+        elif time.time() - canary["started_at"] > rollout.max_duration_s:
+            reason = (
+                f"undecided after {duration(rollout.max_duration_s)}: {counts['challenger']} "
+                f"labelled predictions for the challenger and {counts['champion']} for the "
+                f"champion, {need} needed for each"
+            )
+            self._roll_back(name, canary, state, reason, details)
+
+    def _roll_back(
+        self,
+        name: str,
+        canary: dict[str, Any],
+        state: dict[str, Any],
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        self.lifecycle.end_canary(name, canary["version"], reason, details)
+        state.pop("canary")
+
+    @staticmethod
+    def _compare(
+        spec: ModelSpec, challenger: list[tuple[Any, Any]], champion: list[tuple[Any, Any]]
+    ) -> Comparison | None:
+        if len(challenger) < 2 or len(champion) < 2:
+            return None
+        if spec.task == "classification":
+            return accuracy_test([p == a for p, a in challenger], [p == a for p, a in champion])
+        return abs_error_test(
+            np.array([float(p) - float(a) for p, a in challenger]),
+            np.array([float(p) - float(a) for p, a in champion]),
+        )
+
+    def _guardrail(
+        self,
+        name: str,
+        rollout: RolloutSpec,
+        arms: dict[str, str],
+        rows: dict[str, list[tuple[Any, Any, float]]],
+    ) -> str | None:
+        """Why the challenger's arm breaks a guardrail, or None. Latency compares the arms'
+        logged p99 since the canary began; errors are the failed requests this process saw
+        (with several workers, the share of traffic this one serves)."""
+        rails = rollout.guardrails
+        version = arms["challenger"]
+        served, failed = len(rows["challenger"]), self.predictions.failures[(name, version)]
+        if (
+            served + failed >= rails.min_requests
+            and failed / (served + failed) > rails.max_error_rate
+        ):
+            rate = failed / (served + failed)
+            return (
+                f"challenger error rate {rate:.1%} ({failed} failed of {served + failed} "
+                f"requests) is above the guardrail's {rails.max_error_rate:.1%}"
+            )
+        if min(len(r) for r in rows.values()) < rails.min_requests:
+            return None
+        p99 = {arm: float(np.percentile([ms for *_, ms in r], 99)) for arm, r in rows.items()}
+        limit = p99["champion"] * rails.max_p99_ratio + 1.0
+        if p99["challenger"] > limit:
+            return (
+                f"challenger p99 latency {p99['challenger']:.2f} ms is above the guardrail of "
+                f"{rails.max_p99_ratio:g}x the champion's {p99['champion']:.2f} ms + 1 ms"
+            )
+        return None

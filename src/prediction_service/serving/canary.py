@@ -1,0 +1,124 @@
+"""Is the challenger worse than the champion on live feedback? One-sided tests, no scipy.
+
+Classifiers: a two-proportion z-test on accuracy (each labelled prediction is right or
+wrong: a Bernoulli trial per arm, and with 100+ labels per arm the normal approximation of
+the difference holds). Regressors: Welch's t-test on absolute errors (the arms' error spreads
+differ, so no pooled variance; absolute errors are skewed, but their mean over 100+ labels is
+close to normal). Both ask one question: "is the challenger worse?", and a canary rolls back
+only when the answer is yes at the spec's confidence. The p-values match
+``scipy.stats`` (tests compare them); they are computed here because importing scipy.stats
+in a background thread stalls requests (see serving.monitoring.ks_pvalue).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one test: the arms' quality, the statistic and the one-sided p-value
+    that the challenger is worse."""
+
+    metric: str  # accuracy or mae
+    challenger: float
+    champion: float
+    n_challenger: int
+    n_champion: int
+    statistic: float
+    p_value: float
+    test: str
+
+    def worse(self, confidence: float) -> bool:
+        return self.p_value < 1.0 - confidence
+
+    def sentence(self) -> str:
+        return (
+            f"challenger {self.metric} {self.challenger:.4g} vs champion {self.champion:.4g} "
+            f"over {self.n_challenger} and {self.n_champion} labels, p={self.p_value:.3g} "
+            f"({self.test})"
+        )
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t > 0 else 1.0 - tail
+
+
+def accuracy_test(challenger: list[bool], champion: list[bool]) -> Comparison:
+    """Two-proportion z-test (pooled), one-sided: is the challenger's accuracy lower?"""
+    n1, n2 = len(challenger), len(champion)
+    p1, p2 = sum(challenger) / n1, sum(champion) / n2
+    pooled = (sum(challenger) + sum(champion)) / (n1 + n2)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    if se == 0.0:  # both arms all right or all wrong: no evidence either way
+        z, p = 0.0, 1.0 if p1 >= p2 else 0.0
+    else:
+        z = (p1 - p2) / se
+        p = 1.0 - normal_sf(z)  # P(Z < z): small when the challenger is clearly lower
+    return Comparison("accuracy", p1, p2, n1, n2, z, p, "two-proportion z-test, one-sided")
+
+
+def abs_error_test(challenger: np.ndarray, champion: np.ndarray) -> Comparison:
+    """Welch's t-test on absolute errors, one-sided: are the challenger's larger?"""
+    a, b = np.abs(np.asarray(challenger, float)), np.abs(np.asarray(champion, float))
+    n1, n2 = len(a), len(b)
+    m1, m2 = float(a.mean()), float(b.mean())
+    v1, v2 = float(a.var(ddof=1)) / n1, float(b.var(ddof=1)) / n2
+    if v1 + v2 == 0.0:
+        t, p = 0.0, 1.0 if m1 <= m2 else 0.0
+    else:
+        t = (m1 - m2) / math.sqrt(v1 + v2)
+        df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+        p = t_sf(t, df)
+    return Comparison("mae", m1, m2, n1, n2, t, p, "Welch's t-test on absolute errors, one-sided")

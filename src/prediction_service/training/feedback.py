@@ -1,0 +1,79 @@
+"""Production rows with ground truth, as training data: what ``include_feedback`` adds."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import inspect, select
+
+from prediction_service.data import validate_frame
+from prediction_service.specs import ModelSpec
+from prediction_service.storage.db import PredictionRecord, make_engine
+
+# Where DataValidationError says the rows came from.
+SOURCE = Path("prediction log (labelled rows)")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Labelled production rows, oldest first, validated like the spec's CSV."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split(self, recent_share: float = 0.2) -> tuple[Feedback, Feedback]:
+        """(older, newest): the newest share is held out to report how a model does on what
+        production sends now; the older rows join the training split."""
+        n_recent = int(len(self) * recent_share) if len(self) >= 5 else 0
+        cut = len(self) - n_recent
+        return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
+
+    def _rows(self, rows: slice) -> Feedback:
+        return Feedback(
+            self.X.iloc[rows].reset_index(drop=True),
+            self.y.iloc[rows].reset_index(drop=True),
+            self.ids[rows],
+        )
+
+
+def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
+    """Every prediction of ``spec``'s model that received ground truth, in prediction order.
+    No prediction log yet (a fresh machine) means no rows."""
+    engine = make_engine(database_url)
+    try:
+        if not inspect(engine).has_table(PredictionRecord.__tablename__):
+            rows: list[tuple[str, dict[str, float], object]] = []
+        else:
+            stmt = (
+                select(PredictionRecord.id, PredictionRecord.features, PredictionRecord.actual)
+                .where(PredictionRecord.model == spec.name, PredictionRecord.actual_at.is_not(None))
+                .order_by(PredictionRecord.seq)
+            )
+            with engine.connect() as conn:
+                rows = [(i, f, a) for i, f, a in conn.execute(stmt)]
+    finally:
+        engine.dispose()
+    columns = {
+        f.source_column: [features.get(f.name) for _, features, _ in rows] for f in spec.features
+    }
+    frame = pd.DataFrame(columns | {spec.target.column: [actual for _, _, actual in rows]})
+    if not rows:
+        X = pd.DataFrame({name: np.empty(0) for name in spec.feature_names})
+        return Feedback(X, pd.Series([], dtype=object, name=spec.target.column), [])
+    X, y = validate_frame(spec, frame, SOURCE, complete=False)
+    return Feedback(X, y, [i for i, _, _ in rows])
+
+
+def training_digest(X: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of the rows a model was fitted on (features, then targets)."""
+    h = hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update("\x1f".join(map(str, y.tolist())).encode())
+    return h.hexdigest()
