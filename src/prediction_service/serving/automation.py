@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def duration(seconds: float) -> str:
     """A span a person reads at a glance: 45 s, 12 min, 3.5 h, 7 days."""
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.3g} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     if seconds < 172800:

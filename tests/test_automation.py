@@ -1,0 +1,353 @@
+"""The automation's parts on real stores: spec validation, the statistical tests, leases on
+SQLite and PostgreSQL, one active job per model, and each trigger fired by real traffic."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from prediction_service.errors import ConflictError, SpecError
+from prediction_service.serving.canary import abs_error_test, accuracy_test, t_sf
+from prediction_service.settings import Settings
+from prediction_service.specs import load_spec
+from prediction_service.storage.automation import EventStore, LeaseStore
+from prediction_service.storage.db import make_engine, migrate
+from prediction_service.training.pipeline import TrainingResult
+from tests.conftest import ROOT, registry_copy, small_settings, write_small_specs
+
+Small = tuple[Settings, dict[str, TrainingResult]]
+IRIS = pd.read_csv(ROOT / "data" / "iris_raw.csv")
+IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
+
+
+def write_automated_specs(folder: Path, model: str, automation: dict[str, Any]) -> Path:
+    """The small specs, with ``automation`` on ``model`` and its data in ``folder`` (so a test
+    may change the file)."""
+    write_small_specs(folder)
+    path = folder / f"{model}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    data = folder / Path(raw["data"]["path"]).name
+    shutil.copy(raw["data"]["path"], data)
+    raw["data"]["path"] = str(data)
+    raw["automation"] = automation
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+# -- the spec ----------------------------------------------------------------------------
+def spec_with(tmp_path: Path, automation: Any) -> Path:
+    raw = yaml.safe_load((ROOT / "config" / "models" / "iris.yaml").read_text())
+    raw["automation"] = automation
+    path = tmp_path / "iris.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_issue_s_automation_block_is_a_valid_spec(tmp_path: Path) -> None:
+    block = {
+        "triggers": {
+            "schedule_s": 604800,
+            "drift": {"consecutive_checks": 3},
+            "live_quality": {"min_labels": 200},
+            "new_data": True,
+        },
+        "cooldown_s": 3600,
+        "training_data": {"include_feedback": True},
+        "rollout": {
+            "mode": "canary",
+            "canary_percent": 10,
+            "min_labels": 100,
+            "max_duration_s": 86400,
+        },
+    }
+    spec = load_spec(spec_with(tmp_path, block))
+    assert spec.automation is not None
+    assert spec.automation.triggers.drift and spec.automation.triggers.drift.consecutive_checks == 3
+    assert spec.automation.rollout.mode == "canary"
+    assert spec.automation.rollout.canary_percent == 10
+    assert spec.automation.training_data.include_feedback
+    assert load_spec(ROOT / "config" / "models" / "iris.yaml").automation is None
+
+
+@pytest.mark.parametrize(
+    ("block", "field", "words"),
+    [
+        ({"rollout": {"mode": "blue"}}, "automation.rollout.mode", "'direct' or 'canary'"),
+        ({"rollout": {"canary_percent": 100}}, "automation.rollout.canary_percent", "less than"),
+        ({"triggers": {"schedule": 10}}, "automation.triggers.schedule", "not permitted"),
+        ({"triggers": {"drift": {"consecutive_checks": 0}}}, "consecutive_checks", "greater"),
+        ({"cooldown_s": -1}, "automation.cooldown_s", "greater than or equal"),
+        ("weekly", "automation", "valid dictionary"),
+    ],
+)
+def test_automation_errors_name_the_field(
+    tmp_path: Path, block: Any, field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(spec_with(tmp_path, block))
+    assert field in str(err.value) and words in str(err.value), str(err.value)
+
+
+def test_a_live_quality_trigger_needs_a_live_quality_bound(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "config" / "models" / "iris.yaml").read_text())
+    raw["automation"] = {"triggers": {"live_quality": {"min_labels": 50}}}
+    raw.pop("monitoring")
+    path = tmp_path / "iris.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="automation.triggers.live_quality.*monitoring"):
+        load_spec(path)
+
+
+# -- the tests a canary is judged by -------------------------------------------------------
+def test_welch_matches_scipy_on_skewed_errors() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        a = rng.exponential(rng.uniform(0.2, 2.0), rng.integers(3, 500))
+        b = rng.exponential(rng.uniform(0.2, 2.0), rng.integers(3, 500))
+        ours = abs_error_test(a, b)
+        ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+        assert ours.statistic == pytest.approx(ref.statistic, rel=1e-9)
+        assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-14)
+    for df in (1.0, 2.5, 30.0, 1e4):
+        for t in (-4.0, -0.5, 0.0, 0.7, 9.0):
+            assert t_sf(t, df) == pytest.approx(stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+
+
+def test_two_proportion_test_against_its_formula() -> None:
+    # 88/100 right against 95/100: pooled p = 0.915, z = -0.07 / sqrt(p (1 - p) 0.02).
+    challenger = [True] * 88 + [False] * 12
+    champion = [True] * 95 + [False] * 5
+    result = accuracy_test(challenger, champion)
+    pooled = 183 / 200
+    z = (0.88 - 0.95) / np.sqrt(pooled * (1 - pooled) * (2 / 100))
+    assert result.statistic == pytest.approx(z)
+    assert result.p_value == pytest.approx(stats.norm.cdf(z))
+    assert result.worse(0.95) and not result.worse(0.99)  # p = 0.036
+    assert accuracy_test([True] * 50, [True] * 50).p_value == 1.0  # nothing to tell apart
+    better = accuracy_test([True] * 99 + [False], champion)
+    assert better.p_value > 0.5 and not better.worse(0.95)
+
+
+# -- leases ------------------------------------------------------------------------------
+def check_leases(url: str) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    leases = LeaseStore(engine)
+    assert leases.acquire("automation:iris", "a", 60)
+    assert not leases.acquire("automation:iris", "b", 60)
+    assert leases.acquire("automation:iris", "a", 60)  # renewal
+    assert leases.holder("automation:iris") == "a"
+    assert leases.acquire("automation:housing", "b", 60)  # one lease per name
+    # A holder that stops renewing (a dead worker) is replaced once its lease expires.
+    assert leases.acquire("automation:short", "a", 0.2)
+    assert not leases.acquire("automation:short", "b", 60)
+    time.sleep(0.3)
+    assert leases.acquire("automation:short", "b", 60)
+    assert not leases.acquire("automation:short", "a", 60)
+    leases.release("automation:iris", "a")
+    assert leases.acquire("automation:iris", "b", 60)
+    # Many contenders at once: exactly one wins.
+    won: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def contend(holder: str) -> None:
+        barrier.wait()
+        if LeaseStore(engine).acquire("automation:race", holder, 60):
+            won.append(holder)
+
+    threads = [threading.Thread(target=contend, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1, won
+    engine.dispose()
+
+
+def test_leases_on_sqlite(tmp_path: Path) -> None:
+    check_leases(f"sqlite:///{tmp_path / 'leases.db'}")
+
+
+def test_leases_on_postgresql(postgres_url: str) -> None:
+    check_leases(postgres_url)
+
+
+# -- the automation in one process, over a copy of the small registry ---------------------
+@pytest.fixture
+def automated(small: Small, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Services over the small models with ``request.param`` as iris's automation block."""
+    from prediction_service.services import build_services
+
+    specs = write_automated_specs(tmp_path / "specs", "iris", request.param)
+    settings = small_settings(
+        small,
+        tmp_path,
+        specs_dir=specs,
+        tracking_uri=registry_copy(small, tmp_path),
+        reload_interval_s=3600,
+        automation_interval_s=3600,  # the tests call check() themselves
+        drift_interval_s=0.001,
+        drift_min_rows=20,
+        drift_window=40,
+    )
+    core = build_services(settings)
+    core.start()
+    yield core
+    core.close()
+
+
+def predict_iris(core: Any, rows: np.ndarray) -> list[str]:
+    return list(core.predictions.predict("iris", rows, "native").ids)
+
+
+def events(core: Any, model: str = "iris") -> list[dict[str, Any]]:
+    return list(core.lifecycle.events.list(model))
+
+
+def wait_for_job(core: Any, model: str = "iris", timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = core.retrain.jobs.list(model, limit=1)[0]
+        if job["status"] not in ("queued", "running"):
+            time.sleep(0.2)  # the runner records the event right after the status
+            return dict(job)
+        time.sleep(0.2)
+    raise TimeoutError("retrain job did not finish")
+
+
+DRIFT = {"triggers": {"drift": {"consecutive_checks": 3}}, "cooldown_s": 600}
+
+
+@pytest.mark.parametrize("automated", [DRIFT], indirect=True)
+def test_drift_on_three_checks_in_a_row_triggers_a_retrain_then_cooldown_holds(
+    automated: Any,
+) -> None:
+    core = automated
+    shifted = IRIS.iloc[:, :4].to_numpy()[::4].copy()  # 38 rows of all three classes
+    shifted[:, 2] = 6.9  # petal length of the largest virginica, on every row
+    predict_iris(core, shifted)
+    assert core.prediction_log.flush()
+    core.automation.check("iris")
+    core.automation.check("iris")
+    assert core.retrain.jobs.list("iris") == []  # two checks in a row are not enough
+    core.automation.check("iris")
+    [triggered] = events(core)
+    assert triggered["type"] == "retrain_triggered"
+    assert triggered["reason"] == "drift on petal_length for 3 checks in a row"
+    assert triggered["details"]["trigger"] == "drift"
+    job = wait_for_job(core)
+    assert job["status"] == "succeeded", job
+    assert [e["type"] for e in events(core)] == ["retrain_succeeded", "retrain_triggered"]
+    # The traffic still drifts, and three more checks pass, but the cooldown holds.
+    for _ in range(4):
+        core.automation.check("iris")
+    assert len(core.retrain.jobs.list("iris")) == 1
+    assert core.automation.states.get("iris")["drift_streak"] >= 3
+
+
+QUALITY = {"triggers": {"live_quality": {"min_labels": 30}}, "cooldown_s": 600}
+
+
+@pytest.mark.parametrize("automated", [QUALITY], indirect=True)
+def test_live_quality_below_the_spec_s_bound_triggers_a_retrain(automated: Any) -> None:
+    core = automated
+    rows = IRIS.iloc[:, :4].to_numpy()[::5]  # 30 rows of all three classes
+    served = core.predictions.predict("iris", rows, "native")
+    assert core.prediction_log.flush()
+    for n, (prediction_id, predicted) in enumerate(zip(served.ids, served.values)):
+        # One answer in three is confirmed, two come back wrong: live accuracy a third.
+        wrong = IRIS_CLASSES[(IRIS_CLASSES.index(predicted) + 1) % 3]
+        core.monitor.record_feedback(prediction_id, predicted if n % 3 == 0 else wrong)
+        if n == 20:  # too few labels yet: the trigger waits for min_labels
+            core.automation.check("iris")
+            assert core.retrain.jobs.list("iris") == []
+    core.automation.check("iris")
+    [triggered] = events(core)
+    assert triggered["details"]["trigger"] == "live_quality"
+    assert "over its last 30 labelled predictions: accuracy 0.3333 < required 0.85" in (
+        triggered["reason"]
+    )
+    assert wait_for_job(core)["status"] == "succeeded"
+
+
+NEW_DATA = {"triggers": {"new_data": True}, "cooldown_s": 0}
+
+
+@pytest.mark.parametrize("automated", [NEW_DATA], indirect=True)
+def test_a_changed_data_file_triggers_a_retrain(automated: Any) -> None:
+    core = automated
+    core.automation.check("iris")
+    assert core.retrain.jobs.list("iris") == []  # the champion was trained on this file
+    data = core.specs["iris"].data_file(core.settings.home)
+    with data.open("a") as fh:
+        fh.write("5.0,3.4,1.5,0.2,0\n")
+    core.automation.check("iris")
+    [triggered] = events(core)
+    assert triggered["details"]["trigger"] == "new_data"
+    assert f"{data} changed since version" in triggered["reason"]
+    assert wait_for_job(core)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("automated", [{"triggers": {"schedule_s": 0.5}}], indirect=True)
+def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) -> None:
+    """Two cores over one database (as two workers are): both tick at once, repeatedly; the
+    lease lets one act, and the database's unique index refuses a second active job even
+    to a direct start that bypasses the lease."""
+    from prediction_service.services import build_services
+
+    first = automated
+    second = build_services(first.settings)
+    second.start()
+    try:
+        barrier = threading.Barrier(2)
+
+        def tick(core: Any) -> None:
+            for _ in range(5):
+                barrier.wait()
+                core.automation.tick()
+
+        threads = [threading.Thread(target=tick, args=(c,)) for c in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        jobs = first.retrain.jobs.list("iris")
+        assert len(jobs) == 1, jobs
+        assert [e["type"] for e in events(first)] == ["retrain_triggered"]
+        assert "scheduled: every 0.5 s, last training" in events(first)[0]["reason"]
+        # The other core, asked directly while the job runs, is refused by the database.
+        with pytest.raises(ConflictError, match="already running"):
+            second.retrain.start("iris", None, None)
+    finally:
+        wait_for_job(first)
+        second.close()
+
+
+def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
+    from prediction_service.metrics import Metrics
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'events.db'}")
+    migrate(engine)
+    store = EventStore(engine, Metrics())
+    store.add("iris", "retrain_triggered", "scheduled", None, {"job_id": "j1"})
+    store.add("iris", "retrain_succeeded", "version 2 passed", "2")
+    store.add("housing", "promoted", "by an admin", "5")
+    got = store.list("iris")
+    assert [e["type"] for e in got] == ["retrain_succeeded", "retrain_triggered"]
+    assert got[1]["details"] == {"job_id": "j1"} and got[0]["version"] == "2"
+    assert [e["type"] for e in store.list("iris", types=["retrain_triggered"])] == [
+        "retrain_triggered"
+    ]
+    with pytest.raises(ValueError, match="unknown event type"):
+        store.add("iris", "exploded", "no")
+    engine.dispose()
