@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from scipy import stats
+from sqlalchemy.exc import IntegrityError
 
 from prediction_service.errors import ConflictError, SpecError
 from prediction_service.serving.canary import abs_error_test, accuracy_test, t_sf
@@ -325,9 +326,12 @@ def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) ->
         assert len(jobs) == 1, jobs
         assert [e["type"] for e in events(first)] == ["retrain_triggered"]
         assert "scheduled: every 0.5 s, last training" in events(first)[0]["reason"]
-        # The other core, asked directly while the job runs, is refused by the database.
+        # The other core, asked directly while the job runs, is refused; and had it not
+        # seen the job (a race), the database's unique index refuses a second active one.
         with pytest.raises(ConflictError, match="already running"):
             second.retrain.start("iris", None, None)
+        with pytest.raises(IntegrityError):
+            second.retrain.jobs.create("f" * 32, "iris", None, None)
     finally:
         wait_for_job(first)
         second.close()

@@ -218,6 +218,8 @@ class Automation:
             return
         if challenger is None or champion is None or challenger == champion:
             return
+        if self.retrain.jobs.active(name):  # its job has not recorded its end yet
+            return
         info = self.registry.find_version(registered, challenger)
         if info is None or info.tags.get("gate_decision") != "canary":
             return
@@ -236,11 +238,15 @@ class Automation:
         self.events.record(
             name,
             "canary_started",
-            f"version {challenger} passed the gate ({info.tags.get('gate_reason')}); it now "
-            f"answers {rollout.canary_percent:g}% of requests until {rollout.min_labels} labelled "
+            f"version {challenger} passed the quality gate; it now answers "
+            f"{rollout.canary_percent:g}% of requests until {rollout.min_labels} labelled "
             f"predictions per arm decide (at most {duration(rollout.max_duration_s)})",
             challenger,
-            {"champion": champion, "canary_percent": rollout.canary_percent},
+            {
+                "champion": champion,
+                "canary_percent": rollout.canary_percent,
+                "gate_reason": info.tags.get("gate_reason"),
+            },
         )
 
     def _judge(
@@ -275,7 +281,7 @@ class Automation:
                 self._roll_back(name, canary, state, reason, details)
             else:
                 reason = f"{comparison.sentence()}: not worse at {confidence}"
-                self.lifecycle.promote(name, canary["version"], reason)
+                self.lifecycle.promote(name, canary["version"], reason, details)
                 self.registry.set_version_tags(
                     spec.registered_name,
                     canary["version"],

@@ -115,11 +115,15 @@ class ModelLifecycle:
         return {"model": name, "previous_version": previous, "version": model.version}
 
     def promote(
-        self, name: str, version: str, reason: str = "promoted by an admin request"
+        self,
+        name: str,
+        version: str,
+        reason: str = "promoted by an admin request",
+        details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         with self._lock:
             change = self._promote(name, version)
-        self.events.record(name, "promoted", reason, version, change)
+        self.events.record(name, "promoted", reason, version, {**change, **(details or {})})
         return change
 
     def _promote(self, name: str, version: str) -> dict[str, Any]:

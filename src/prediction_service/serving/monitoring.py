@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import time
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,8 @@ from prediction_service.settings import Settings
 from prediction_service.storage.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
+# What PredictionService's ids look like: a per-process prefix and a counter, 32 hex digits.
+_PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 _EPS = 1e-4  # floor for empty bins, so PSI stays finite
 
 
@@ -79,6 +83,10 @@ class Monitor:
     def record_feedback(self, prediction_id: str, actual: Any) -> dict[str, Any]:
         row = self.log.find(prediction_id)
         if row is None and self.log.flush():  # it may still be on its way to the database
+            row = self.log.find(prediction_id)
+        if row is None and _PREDICTION_ID.fullmatch(prediction_id):
+            # Another worker may hold it in its queue: its writer flushes within the interval.
+            time.sleep(2 * self.log.flush_interval_s)
             row = self.log.find(prediction_id)
         if row is None:
             raise NotFoundError(f"no prediction with id {prediction_id!r}")

@@ -257,22 +257,37 @@ class RetrainRunner:
                 finished_at=datetime.now(UTC),
                 error=None if status == "succeeded" else error,
             )
-            if status == "succeeded":
-                state = "is the new champion" if job.get("promoted") else "was not promoted"
-                reason = f"version {job['version']} {state}: {job.get('gate_reason')}"
-            else:
-                reason = str(error)
-            details = {"job_id": job_id, "seconds": round(seconds, 1)}
-            if status == "succeeded":
-                details["metrics"] = job.get("metrics")
-            self.lifecycle.events.record(
-                model, f"retrain_{status}", reason, job.get("version"), details
-            )
+            self._record(job_id, model, status, job, error, seconds)
         except Exception:  # noqa: BLE001 - the next start marks it interrupted
             log.exception("could not record the end of retrain job %s", job_id)
         finally:
             self.metrics.retrain_runs.labels(model, status).inc()
             self.metrics.retrain_duration.labels(model).observe(seconds)
+
+    def _record(
+        self,
+        job_id: str,
+        model: str,
+        status: str,
+        job: dict[str, Any],
+        error: str | None,
+        seconds: float,
+    ) -> None:
+        """The job's end as events: how it ended, and a promotion the gate made."""
+        events, version = self.lifecycle.events, job.get("version")
+        details: dict[str, Any] = {"job_id": job_id, "seconds": round(seconds, 1)}
+        if status != "succeeded":
+            events.record(model, "retrain_failed", str(error), version, details)
+            return
+        details["metrics"] = job.get("metrics")
+        gate = job.get("gate_reason")
+        if job.get("promoted"):
+            events.record(model, "retrain_succeeded", f"version {version} registered", version,
+                          details)  # fmt: skip
+            events.record(model, "promoted", f"the quality gate: {gate}", version, details)
+        else:
+            reason = f"version {version} registered, not champion: {gate}"
+            events.record(model, "retrain_succeeded", reason, version, details)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop watching; local jobs are stopped (recorded as interrupted), cluster Jobs go on."""
