@@ -355,3 +355,134 @@ def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown event type"):
         store.add("iris", "exploded", "no")
     engine.dispose()
+
+
+# -- training on feedback ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "automated", [{"training_data": {"include_feedback": True}}], indirect=True
+)
+def test_include_feedback_trains_on_labelled_rows_and_records_the_lineage(
+    automated: Any,
+) -> None:
+    from prediction_service.registry.store import FEEDBACK_LINEAGE_FILE
+    from prediction_service.training.pipeline import TrainOptions, run_training
+
+    core = automated
+    rows = IRIS.iloc[:, :4].to_numpy()[::3]  # 50 rows
+    served = core.predictions.predict("iris", rows, "native")
+    unlabelled = core.predictions.predict("iris", rows[:5], "native")
+    assert core.prediction_log.flush()
+    truth = [IRIS_CLASSES[t] for t in IRIS["target"].to_numpy()[::3]]
+    for prediction_id, actual in zip(served.ids, truth):
+        core.monitor.record_feedback(prediction_id, actual)
+    spec = core.specs["iris"]
+    quiet = lambda _m: None  # noqa: E731
+    with_feedback = run_training(spec, core.settings, progress=quiet)
+    csv_only = run_training(spec, core.settings, TrainOptions(include_feedback=False), quiet)
+    assert with_feedback.feedback_rows == 40 and csv_only.feedback_rows == 0  # 10 held out
+    registry = core.registry
+    info = registry.version_info(spec.registered_name, with_feedback.version)
+    plain = registry.version_info(spec.registered_name, csv_only.version)
+    lineage = registry.load_run_json(info.run_id, FEEDBACK_LINEAGE_FILE)
+    assert lineage["training"] == list(served.ids[:40])  # oldest first
+    assert lineage["recent_holdout"] == list(served.ids[40:])
+    assert not set(unlabelled.ids) & set(lineage["training"] + lineage["recent_holdout"])
+    tags, plain_tags = info.run_tags, plain.run_tags
+    assert tags["feedback_rows"] == "40" and plain_tags["feedback_rows"] == "0"
+    # The same CSV and the same test rows (the gate compares like with like); different
+    # training rows, and a metric on the newest labelled rows.
+    assert tags["data_digest"] == plain_tags["data_digest"]
+    assert tags["test_split_digest"] == plain_tags["test_split_digest"]
+    assert tags["training_data_digest"] != plain_tags["training_data_digest"]
+    assert 0.0 <= info.evaluation_metrics["recent_accuracy"] <= 1.0
+    assert "recent_accuracy" not in plain.evaluation_metrics
+    assert 0.0 <= float(tags["champion_recent_accuracy"]) <= 1.0
+
+
+def test_feedback_rows_are_validated_like_the_csv(small: Small, tmp_path: Path) -> None:
+    """A labelled row the spec no longer admits (its range narrowed since) stops training
+    with the row count and the reason, as a bad CSV row does."""
+    from prediction_service.errors import DataValidationError
+    from prediction_service.services import build_services
+    from prediction_service.training.feedback import load_feedback
+
+    core = build_services(small_settings(small, tmp_path))
+    core.start()
+    try:
+        ids = core.predictions.predict("iris", IRIS.iloc[:3, :4].to_numpy(), "native").ids
+        assert core.prediction_log.flush()
+        for prediction_id in ids:
+            core.monitor.record_feedback(prediction_id, "setosa")
+        spec = core.specs["iris"]
+        url = core.settings.effective_database_url
+        assert len(load_feedback(spec, url)) == 3
+        narrowed = spec.model_copy(
+            update={"features": [spec.features[0].model_copy(update={"max": 5.0}),
+                                 *spec.features[1:]]}  # fmt: skip
+        )
+        with pytest.raises(DataValidationError, match="1 rows outside the valid range"):
+            load_feedback(narrowed, url)
+    finally:
+        core.close()
+    assert len(load_feedback(spec, f"sqlite:///{tmp_path / 'none.db'}")) == 0
+
+
+# -- canary limits -----------------------------------------------------------------------
+UNDECIDED = {
+    "triggers": {"schedule_s": 0.5},
+    "cooldown_s": 600,
+    "rollout": {"mode": "canary", "canary_percent": 30, "min_labels": 50, "max_duration_s": 1},
+}
+
+
+@pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> None:
+    core = automated
+    champion = core.store.loaded("iris").version
+    core.automation.check("iris")  # the schedule: a retrain
+    assert wait_for_job(core)["status"] == "succeeded"
+    core.automation.check("iris")  # the gate passed: the canary starts
+    assert events(core)[0]["type"] == "canary_started"
+    challenger, percent = core.store.challenger("iris")
+    assert challenger is not None and percent == 30
+    time.sleep(1.1)
+    core.automation.check("iris")
+    rolled_back = events(core)[0]
+    assert rolled_back["type"] == "rolled_back"
+    assert rolled_back["reason"] == (
+        "undecided after 1 s: 0 labelled predictions for the challenger and 0 for the "
+        "champion, 50 needed for each"
+    )
+    assert core.store.challenger("iris") == (None, 0.0)
+    assert core.store.loaded("iris").version == champion
+    registered = core.specs["iris"].registered_name
+    assert core.registry.alias_version(registered, "challenger") is None
+    tags = core.registry.find_version(registered, challenger.version).tags
+    assert tags["canary_decision"] == "rolled_back" and tags["canary_reason"].startswith(
+        "undecided"
+    )
+    core.automation.check("iris")  # a decided version is not canaried again
+    assert events(core)[0]["type"] == "rolled_back"
+    assert core.automation.states.get("iris").get("canary") is None
+
+
+@pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> None:
+    core = automated
+    rollout = core.specs["iris"].automation.rollout  # 1% errors, 3x p99 + 1 ms, 20 requests
+    arms = {"challenger": "9", "champion": "1"}
+    fast = [("setosa", None, 0.2)] * 100
+    ok = core.automation._guardrail("iris", rollout, arms, {"challenger": fast, "champion": fast})
+    assert ok is None
+    slow = [("setosa", None, 5.0)] * 100
+    broken = core.automation._guardrail(
+        "iris", rollout, arms, {"challenger": slow, "champion": fast}
+    )
+    assert broken == (
+        "challenger p99 latency 5.00 ms is above the guardrail of 3x the champion's 0.20 ms + 1 ms"
+    )
+    core.predictions.failures[("iris", "9")] += 2  # 2 failed of 102: 2.0%
+    broken = core.automation._guardrail(
+        "iris", rollout, arms, {"challenger": fast, "champion": fast}
+    )
+    assert broken is not None and broken.startswith("challenger error rate 2.0% (2 failed of 102")

@@ -44,8 +44,9 @@ class ModelVersionInfo:
 
     @property
     def evaluation_metrics(self) -> dict[str, float]:
-        """The run's test and cross-validation metrics, sorted by name."""
-        return {k: v for k, v in sorted(self.metrics.items()) if k.startswith(("test_", "cv_"))}
+        """The run's test, cross-validation and recent-feedback metrics, sorted by name."""
+        prefixes = ("test_", "cv_", "recent_")
+        return {k: v for k, v in sorted(self.metrics.items()) if k.startswith(prefixes)}
 
 
 class Registry:
