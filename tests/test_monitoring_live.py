@@ -173,6 +173,8 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
         for panel in board["panels"]:
             for target in panel.get("targets", []):
                 out.append((path.stem, panel["title"], target["expr"]))
+        for mark in board["annotations"]["list"]:
+            out.append((path.stem, f"annotation {mark['name']}", mark["expr"]))
     return out
 
 
@@ -188,7 +190,9 @@ def substitute(expr: str, model: str) -> str:
 def scraped(
     monitored: LiveServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
-    # Mixed traffic: both models, batches, bad input, unknown model, feedback, a retrain.
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), monitored.url.removeprefix("http://"))
+    # Mixed traffic: both models, batches, bad input, unknown model, feedback, a retrain
+    # (while Prometheus watches: the event annotations need its counters to rise).
     for _ in range(20):
         monitored.post("/predict/iris", json=IRIS_RECORD)
         monitored.post("/predict/housing", json=HOUSING_RECORD)
@@ -202,8 +206,6 @@ def scraped(
     pid = monitored.post("/predict/iris", json=IRIS_RECORD).json()["prediction_id"]
     monitored.post("/feedback", json={"prediction_id": pid, "actual": "setosa"})
     monitored.get("/drift/housing")
-
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), monitored.url.removeprefix("http://"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # ~10 scrapes, so every rate() window has samples
         up = prom.query('count_over_time(up{job="prediction-api"}[1m])')

@@ -24,6 +24,7 @@ class Board:
         self.uid, self.title, self.description = uid, title, description
         self.panels: list[dict[str, Any]] = []
         self.variables: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
         self._x = self._y = self._row_h = 0
 
     def row(self, title: str) -> None:
@@ -88,6 +89,22 @@ class Board:
         self._x += width
         self._row_h = max(self._row_h, height)
 
+    def annotation(self, name: str, expr: str, title: str, tags: str) -> None:
+        """Marks on every time series where ``expr`` has a sample (Prometheus annotations)."""
+        self.annotations.append(
+            {
+                "name": name,
+                "datasource": DATASOURCE,
+                "enable": True,
+                "iconColor": "purple",
+                "expr": expr,
+                "step": "30s",
+                "titleFormat": title,
+                "tagKeys": tags,
+                "useValueForTime": False,
+            }
+        )
+
     def model_variable(self) -> None:
         self.variables.append(
             {
@@ -117,7 +134,7 @@ class Board:
             "refresh": "30s",
             "time": {"from": "now-1h", "to": "now"},
             "templating": {"list": self.variables},
-            "annotations": {"list": []},
+            "annotations": {"list": self.annotations},
             "panels": self.panels,
         }
 
@@ -278,6 +295,18 @@ def model_detail() -> Board:
     b.panel("Mean retrain duration",
             [(f"sum(retrain_duration_seconds_sum{{{m}}}) / sum(retrain_duration_seconds_count{{{m}}})", "mean")],
             unit="s", width=8)  # fmt: skip
+
+    # Each automation or admin decision (GET /models/{model}/events says why) as a mark.
+    b.annotation("Model events", f"sum by (type) (increase(model_events_total{{{m}}}[1m])) > 0",
+                 "{{type}}", "type")  # fmt: skip
+    b.row("Automation (GET /models/$model/events has the reasons)")
+    b.panel("Events (1h)", [(f"sum by (type) (increase(model_events_total{{{m}}}[1h]))", "{{type}}")],
+            width=8)  # fmt: skip
+    b.panel("Canary: labelled predictions per arm", [(f"max by (arm) (canary_labels{{{m}}})", "{{arm}}"),
+            (f"max(canary_active{{{m}}})", "canary running")], width=8)  # fmt: skip
+    b.panel("Canary: live quality per arm",
+            [(f"max by (arm, metric) (canary_live_quality{{{m}}})", "{{metric}} {{arm}}")],
+            width=8)  # fmt: skip
     return b
 
 

@@ -10,6 +10,7 @@ too, so a new holder carries on where the last one stopped.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -30,10 +31,12 @@ from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.specs import AutomationSpec, ModelSpec, RolloutSpec
-from prediction_service.storage.automation import LeaseStore, StateStore
+from prediction_service.storage.automation import EVENT_TYPES, LeaseStore, StateStore
 from prediction_service.training.gate import failed_thresholds
 
 log = logging.getLogger(__name__)
+# What a canary compares, by task (serving.canary's tests).
+_ARM_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 def duration(seconds: float) -> str:
@@ -77,6 +80,20 @@ class Automation:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._drift_checked: dict[str, float] = {}  # model -> monotonic time
         self._digests: dict[Path, tuple[int, int, str]] = {}  # path -> (mtime, size, sha256)
+        for name in self.store.specs:
+            # Every event series exists from the start at 0, so the first event of a type is
+            # an increase (a series born at 1 is not) and dashboards annotate it.
+            for kind in EVENT_TYPES:
+                metrics.model_events.labels(name, kind)
+            self._no_canary(name)
+
+    def _no_canary(self, name: str) -> None:
+        """The canary gauges between canaries: inactive, no labels, no quality (NaN)."""
+        self.metrics.canary_active.labels(name).set(0)
+        metric = _ARM_METRIC[self.store.spec(name).task]
+        for arm in ("challenger", "champion"):
+            self.metrics.canary_labels.labels(name, arm).set(0)
+            self.metrics.canary_live_quality.labels(name, arm, metric).set(math.nan)
 
     @property
     def models(self) -> list[str]:
@@ -109,7 +126,10 @@ class Automation:
         before = repr(state)
         if policy.rollout.mode == "canary":
             self._canary(spec, policy.rollout, state)
-        self.metrics.canary_active.labels(name).set(1 if state.get("canary") else 0)
+        if state.get("canary"):
+            self.metrics.canary_active.labels(name).set(1)
+        else:
+            self._no_canary(name)
         if not state.get("canary"):  # a new training would replace the challenger under test
             trigger = self._trigger(spec, policy, state)
             if trigger is not None:
