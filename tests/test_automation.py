@@ -248,7 +248,12 @@ def test_drift_on_three_checks_in_a_row_triggers_a_retrain_then_cooldown_holds(
     assert triggered["details"]["trigger"] == "drift"
     job = wait_for_job(core)
     assert job["status"] == "succeeded", job
-    assert [e["type"] for e in events(core)] == ["retrain_succeeded", "retrain_triggered"]
+    # Without a canary (rollout: direct), the gate's promotion is the last decision.
+    promoted, succeeded, _ = events(core)
+    assert (promoted["type"], succeeded["type"]) == ("promoted", "retrain_succeeded")
+    assert promoted["reason"].startswith("the quality gate: test accuracy")
+    assert promoted["version"] == succeeded["version"] == job["version"]
+    assert core.store.loaded("iris").version == job["version"]  # served at once
     # The traffic still drifts, and three more checks pass, but the cooldown holds.
     for _ in range(4):
         core.automation.check("iris")

@@ -17,6 +17,7 @@ from prediction_service.storage.db import (
     AutomationStateRecord,
     EventRecord,
     LeaseRecord,
+    upsert_by_model,
     utc_iso,
 )
 
@@ -145,14 +146,4 @@ class StateStore:
         return dict(state) if state else {}
 
     def put(self, model: str, state: dict[str, Any]) -> None:
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                update(AutomationStateRecord)
-                .where(AutomationStateRecord.model == model)
-                .values(state=state, updated_at=now)
-            )
-            if not found.rowcount:
-                conn.execute(
-                    insert(AutomationStateRecord).values(model=model, state=state, updated_at=now)
-                )
+        upsert_by_model(self.engine, AutomationStateRecord, model, state=state)

@@ -22,7 +22,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    insert,
     text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -133,6 +135,16 @@ class AutomationStateRecord(Base):
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def upsert_by_model(engine: Engine, record: Any, model: str, **values: Any) -> None:
+    """Set ``values`` on the row of ``model`` in a table keyed by model, creating it if absent
+    (one transaction; ``updated_at`` is now)."""
+    values["updated_at"] = datetime.now(UTC)
+    with engine.begin() as conn:
+        found = conn.execute(update(record).where(record.model == model).values(**values))
+        if not found.rowcount:
+            conn.execute(insert(record).values(model=model, **values))
 
 
 def utc_iso(value: Any) -> Any:

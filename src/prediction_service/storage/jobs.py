@@ -7,7 +7,12 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from prediction_service.storage.db import RetrainJobRecord, TrafficRecord, utc_iso
+from prediction_service.storage.db import (
+    RetrainJobRecord,
+    TrafficRecord,
+    upsert_by_model,
+    utc_iso,
+)
 
 ACTIVE = ("queued", "running")
 JOB_COLUMNS = (
@@ -105,16 +110,4 @@ class TrafficStore:
             return {m: float(p) for m, p in rows}
 
     def set(self, model: str, percent: float) -> None:
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                update(TrafficRecord)
-                .where(TrafficRecord.model == model)
-                .values(challenger_percent=percent, updated_at=now)
-            )
-            if not found.rowcount:
-                conn.execute(
-                    insert(TrafficRecord).values(
-                        model=model, challenger_percent=percent, updated_at=now
-                    )
-                )
+        upsert_by_model(self.engine, TrafficRecord, model, challenger_percent=percent)
