@@ -238,7 +238,7 @@ class RetrainRunner:
                 self._finish(job_id, model, error, time.monotonic() - started)
 
     def _finish(self, job_id: str, model: str, error: str | None, seconds: float) -> None:
-        status = "failed"
+        status, ended = "failed", True
         try:
             job = self.jobs.get(job_id) or {}
             if self._stopping and not self.launcher.detached:
@@ -251,18 +251,16 @@ class RetrainRunner:
                     self.lifecycle.sync(model)
             else:
                 error = job.get("error") or error or NO_OUTCOME
-            self.jobs.update(
-                job_id,
-                status=status,
-                finished_at=datetime.now(UTC),
-                error=None if status == "succeeded" else error,
-            )
-            self._record(job_id, model, status, job, error, seconds)
+            error = None if status == "succeeded" else error
+            ended = self.jobs.finish(job_id, status, error, unless=INTERRUPTED)
+            if ended:  # else another replica watching the same cluster Job ended it
+                self._record(job_id, model, status, job, error, seconds)
         except Exception:  # noqa: BLE001 - the next start marks it interrupted
             log.exception("could not record the end of retrain job %s", job_id)
         finally:
-            self.metrics.retrain_runs.labels(model, status).inc()
-            self.metrics.retrain_duration.labels(model).observe(seconds)
+            if ended:
+                self.metrics.retrain_runs.labels(model, status).inc()
+                self.metrics.retrain_duration.labels(model).observe(seconds)
 
     def _record(
         self,

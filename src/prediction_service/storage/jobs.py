@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, or_, select, update
 
 from prediction_service.storage.db import (
     RetrainJobRecord,
@@ -51,6 +51,21 @@ class JobStore:
             conn.execute(
                 update(RetrainJobRecord).where(RetrainJobRecord.id == job_id).values(**values)
             )
+
+    def finish(self, job_id: str, status: str, error: str | None, unless: str) -> bool:
+        """End a job; False when it had ended already (another replica watching the same
+        cluster Job ended it), except with the error ``unless``: the mark a starting worker
+        leaves on jobs it cannot tell are another worker's, which the real end replaces."""
+        stmt = (
+            update(RetrainJobRecord)
+            .where(
+                RetrainJobRecord.id == job_id,
+                or_(RetrainJobRecord.status.in_(ACTIVE), RetrainJobRecord.error == unless),
+            )
+            .values(status=status, finished_at=datetime.now(UTC), error=error)
+        )
+        with self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
 
     def record_outcome(
         self, job_id: str, outcome: dict[str, Any] | None, error: str | None
