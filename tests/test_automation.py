@@ -369,31 +369,39 @@ def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
 def test_include_feedback_trains_on_labelled_rows_and_records_the_lineage(
     automated: Any,
 ) -> None:
-    from prediction_service.registry.store import FEEDBACK_LINEAGE_FILE
+    from prediction_service.registry.store import FEEDBACK_LINEAGE_FILE, TEST_SPLIT_FILE
     from prediction_service.training.pipeline import TrainOptions, run_training
 
     core = automated
-    rows = IRIS.iloc[:, :4].to_numpy()[::3]  # 50 rows
+    # Every row of the CSV comes back from production with its label; those equal to a row
+    # of the test split must not train (they would leak it).
+    rows = IRIS.iloc[:, :4].to_numpy()
     served = core.predictions.predict("iris", rows, "native")
     unlabelled = core.predictions.predict("iris", rows[:5], "native")
     assert core.prediction_log.flush()
-    truth = [IRIS_CLASSES[t] for t in IRIS["target"].to_numpy()[::3]]
+    truth = [IRIS_CLASSES[t] for t in IRIS["target"].to_numpy()]
     for prediction_id, actual in zip(served.ids, truth):
         core.monitor.record_feedback(prediction_id, actual)
     spec = core.specs["iris"]
+    registry = core.registry
+    champion = registry.version_info(spec.registered_name, "1")
+    test_ids = registry.load_run_json(champion.run_id, TEST_SPLIT_FILE)["test_row_ids"]
+    test_rows = {tuple(rows[i]) for i in test_ids}
+    kept = [pid for pid, row in zip(served.ids, rows.tolist()) if tuple(row) not in test_rows]
+    assert 100 < len(kept) <= 120
     quiet = lambda _m: None  # noqa: E731
     with_feedback = run_training(spec, core.settings, progress=quiet)
     csv_only = run_training(spec, core.settings, TrainOptions(include_feedback=False), quiet)
-    assert with_feedback.feedback_rows == 40 and csv_only.feedback_rows == 0  # 10 held out
-    registry = core.registry
+    n_recent = len(kept) // 5  # the newest 20% are held out
+    assert with_feedback.feedback_rows == len(kept) - n_recent and csv_only.feedback_rows == 0
     info = registry.version_info(spec.registered_name, with_feedback.version)
     plain = registry.version_info(spec.registered_name, csv_only.version)
     lineage = registry.load_run_json(info.run_id, FEEDBACK_LINEAGE_FILE)
-    assert lineage["training"] == list(served.ids[:40])  # oldest first
-    assert lineage["recent_holdout"] == list(served.ids[40:])
+    assert lineage["training"] == kept[:-n_recent]  # oldest first
+    assert lineage["recent_holdout"] == kept[-n_recent:]
     assert not set(unlabelled.ids) & set(lineage["training"] + lineage["recent_holdout"])
     tags, plain_tags = info.run_tags, plain.run_tags
-    assert tags["feedback_rows"] == "40" and plain_tags["feedback_rows"] == "0"
+    assert tags["feedback_rows"] == str(len(kept) - n_recent) and plain_tags["feedback_rows"] == "0"
     # The same CSV and the same test rows (the gate compares like with like); different
     # training rows, and a metric on the newest labelled rows.
     assert tags["data_digest"] == plain_tags["data_digest"]
@@ -474,20 +482,22 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
 def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> None:
     core = automated
-    rollout = core.specs["iris"].automation.rollout  # 1% errors, 3x p99 + 1 ms, 20 requests
+    rollout = core.specs["iris"].automation.rollout  # 1% errors, 3x p99 + 1 ms, 200 requests
     arms = {"challenger": "9", "champion": "1"}
-    fast = [("setosa", None, 0.2)] * 100
+    fast = [("setosa", None, 0.2)] * 300
     ok = core.automation._guardrail("iris", rollout, arms, {"challenger": fast, "champion": fast})
     assert ok is None
-    slow = [("setosa", None, 5.0)] * 100
+    slow = [("setosa", None, 5.0)] * 300
+    too_few = {"challenger": slow[:150], "champion": fast}  # a p99 of 150 is near the max
+    assert core.automation._guardrail("iris", rollout, arms, too_few) is None
     broken = core.automation._guardrail(
         "iris", rollout, arms, {"challenger": slow, "champion": fast}
     )
     assert broken == (
         "challenger p99 latency 5.00 ms is above the guardrail of 3x the champion's 0.20 ms + 1 ms"
     )
-    core.predictions.failures[("iris", "9")] += 2  # 2 failed of 102: 2.0%
+    core.predictions.failures[("iris", "9")] += 6  # 6 failed of 306: 2.0%
     broken = core.automation._guardrail(
         "iris", rollout, arms, {"challenger": fast, "champion": fast}
     )
-    assert broken is not None and broken.startswith("challenger error rate 2.0% (2 failed of 102")
+    assert broken is not None and broken.startswith("challenger error rate 2.0% (6 failed of 306")

@@ -34,13 +34,20 @@ class Feedback:
         production sends now; the older rows join the training split."""
         n_recent = int(len(self) * recent_share) if len(self) >= 5 else 0
         cut = len(self) - n_recent
-        return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
+        return self._rows(list(range(cut))), self._rows(list(range(cut, len(self))))
 
-    def _rows(self, rows: slice) -> Feedback:
+    def without(self, X: np.ndarray) -> Feedback:
+        """These rows but those whose features equal a row of ``X``."""
+        taken = {tuple(row) for row in np.asarray(X, dtype=float).tolist()}
+        keep = [i for i, row in enumerate(self.X.to_numpy(dtype=float).tolist())
+                if tuple(row) not in taken]  # fmt: skip
+        return self._rows(keep)
+
+    def _rows(self, rows: list[int]) -> Feedback:
         return Feedback(
             self.X.iloc[rows].reset_index(drop=True),
             self.y.iloc[rows].reset_index(drop=True),
-            self.ids[rows],
+            [self.ids[i] for i in rows],
         )
 
 

@@ -156,12 +156,16 @@ def run_training(
         and automation
         and automation.training_data.include_feedback
     ):
-        feedback, recent = load_feedback(spec, settings.effective_database_url).split()
+        labelled = load_feedback(spec, settings.effective_database_url)
+        # A production row equal to a test row would leak the test split into training.
+        leaked = labelled.without(X_test)
+        feedback, recent = leaked.split()
         X_train = np.vstack([X_train, feedback.X.to_numpy()])
         y_train = np.concatenate([y_train, feedback.y.to_numpy()])
         progress(
             f"[{spec.name}] {len(feedback)} labelled production rows join the training split; "
-            f"the newest {len(recent)} are held out as recent"
+            f"the newest {len(recent)} are held out as recent; "
+            f"{len(labelled) - len(leaked)} equal to test rows are left out"
         )
     splitter = (StratifiedKFold if classification else KFold)(
         folds, shuffle=True, random_state=seed
