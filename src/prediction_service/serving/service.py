@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from prediction_service.errors import NotExplainableError
-from prediction_service.metrics import Metrics, observe_many
+from prediction_service.metrics import Metrics, observe_many, observe_one
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
@@ -96,7 +96,7 @@ class PredictionService:
                 name, model.version, protocol
             )
         counter.inc(n)
-        inst.latency["single" if n == 1 else "batch"].observe(elapsed)
+        observe_one(inst.latency["single" if n == 1 else "batch"], elapsed)
         prefix = self._id_prefix
         ids = [f"{prefix}{i:016x}" for i in itertools.islice(self._ids, n)]
         classes, rows = model.classes, out.tolist()
@@ -186,10 +186,10 @@ class PredictionService:
         if len(rows) <= _FEW_ROWS:
             if best is None:
                 for v in rows:
-                    inst.values.observe(v)
+                    observe_one(inst.values, v)
                 return
             for r, b in zip(rows, best):
-                inst.values.observe(r[b])
+                observe_one(inst.values, r[b])
                 inst.classes[classes[b]].inc()
             return
         if best is None:

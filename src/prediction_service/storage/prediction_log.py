@@ -10,12 +10,13 @@ answers. ``close`` drains the queue before returning.
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # Waits between attempts while the database is failing (locked, read-only, restarting):
 # about 3.5 s in all, longer than a PostgreSQL restart here takes.
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
+# 256 rows x 11 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
+_MAX_ROWS_PER_INSERT = 256
 _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
@@ -81,7 +84,13 @@ class PredictionLog:
         self.max_queue = max_queue  # rows
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Requests append here without waking the writer: a queue.get() per item woke the
+        # writer thread once per request, and that context switch and GIL hand-over cost
+        # more than the request (26% of the server's CPU was in the kernel's task switching
+        # under wrk at concurrency 8). The writer wakes every flush interval, or when
+        # ``batch_size`` rows wait (``_wake``), and takes everything.
+        self._pending: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
         self._queued_rows = 0  # rows enqueued and not yet handled by the writer
         self._unfinished = 0  # queue items likewise
         self.full_wait_s = full_wait_s
@@ -95,9 +104,9 @@ class PredictionLog:
         # driver as tuples with values encoded by orjson (bench.run.prediction_log_cost).
         self._sqlite = engine.dialect.name == "sqlite"
         mark = "?" if self._sqlite else "%s"
-        columns, marks = ", ".join(_INSERT_COLUMNS), ", ".join([mark] * len(_INSERT_COLUMNS))
-        # Constant column names; every value is a bound parameter.
-        self._insert_sql = f"INSERT INTO predictions ({columns}) VALUES ({marks})"  # nosec B608
+        self._columns = ", ".join(_INSERT_COLUMNS)
+        self._row_marks = "(" + ", ".join([mark] * len(_INSERT_COLUMNS)) + ")"
+        self._statements: dict[int, str] = {}
 
     # -- request path ------------------------------------------------------------------
     def record(self, batch: LogBatch) -> None:
@@ -118,12 +127,16 @@ class PredictionLog:
                     return
             self._queued_rows += n
             self._unfinished += 1
-        self._queue.put(batch)
+            self._pending.append(batch)
+            full = self._queued_rows >= self.batch_size
+        if full and not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every row queued so far has been handled (written or counted lost)."""
         if self._unfinished:
-            self._queue.put(_FLUSH)  # the writer writes what it holds now, not at its deadline
+            self._pending.append(_FLUSH)  # the writer writes what it holds now, not later
+            self._wake.set()
         deadline = time.monotonic() + timeout_s
         while self._unfinished and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -195,47 +208,46 @@ class PredictionLog:
         if self._thread is None:
             return
         self._closing = True
-        self._queue.put(_STOP)
+        self._pending.append(_STOP)
+        self._wake.set()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("prediction log writer did not finish within %.0fs", timeout_s)
         self._thread = None
 
     def _run(self) -> None:
-        """Write a batch once ``batch_size`` rows wait or ``flush_interval_s`` after the first.
+        """Write what waits every ``flush_interval_s``, or as soon as ``batch_size`` rows wait
+        (or a flush or stop asks), in transactions of about ``batch_size`` rows.
 
-        Waiting for rows to gather matters: one transaction per single-row request (what
-        waking per item gave) costs more than the rows themselves, on a core that serves.
+        Gathering matters: one transaction per single-row request costs more than the rows
+        themselves, on a core that serves.
         """
         stopping = False
         while not stopping:
-            try:
-                item = self._queue.get(timeout=self.flush_interval_s)
-            except queue.Empty:
-                continue
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
             batches: list[LogBatch] = []
             rows = 0
-            deadline = time.monotonic() + self.flush_interval_s
-            while True:
+            while self._pending:
+                item = self._pending.popleft()
                 if item is _STOP:
-                    stopping = True  # then take everything queued before it, without waiting
+                    stopping = True  # and take everything queued before it
                 elif item is not _FLUSH:
                     batches.append(item)
                     rows += item.size
-                if (rows >= self.batch_size and not stopping) or (item is _FLUSH and batches):
-                    break
-                try:
-                    wait = 0.0 if stopping else max(0.0, deadline - time.monotonic())
-                    item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batches:
-                self._write(batches, rows)
-            with self._count_lock:
-                self._queued_rows -= rows
-                self._unfinished -= len(batches)
-                self._room.notify_all()
-            self.metrics.log_queue_depth.set(self._queued_rows)
+                    if rows >= self.batch_size:
+                        self._handled(batches, rows)
+                        batches, rows = [], 0
+            self._handled(batches, rows)
+
+    def _handled(self, batches: list[LogBatch], rows: int) -> None:
+        if batches:
+            self._write(batches, rows)
+        with self._count_lock:
+            self._queued_rows -= rows
+            self._unfinished -= len(batches)
+            self._room.notify_all()
+        self.metrics.log_queue_depth.set(self._queued_rows)
 
     def _write(self, batches: list[LogBatch], rows: int) -> None:
         """One transaction for the gathered rows. The database failing (locked, read-only,
@@ -272,8 +284,26 @@ class PredictionLog:
         self.metrics.log_written.inc(written)
 
     def _insert(self, params: list[tuple[Any, ...]]) -> None:
+        """One transaction; rows go in multi-row INSERTs of 1, 2, 4, ... 256 rows (a few
+        statement texts, so the driver's statement cache holds them all). executemany ran
+        one statement per row, and sqlite3 hands the GIL over around each: a convoy with the
+        event loop (bench.run.prediction_log_cost: 12.3 -> see bench/README.md)."""
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._insert_sql, params)
+            done = 0
+            while done < len(params):
+                n = min(_MAX_ROWS_PER_INSERT, 1 << ((len(params) - done).bit_length() - 1))
+                values = tuple(chain.from_iterable(params[done : done + n]))
+                conn.exec_driver_sql(self._statement(n), values)
+                done += n
+
+    def _statement(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            marks = ", ".join([self._row_marks] * rows)
+            # Constant column names; every value is a bound parameter.
+            sql = f"INSERT INTO predictions ({self._columns}) VALUES {marks}"  # nosec B608
+            self._statements[rows] = sql
+        return sql
 
     def _lost(self, rows: int, reason: str, exc: Exception, prediction_id: str = "") -> None:
         self.metrics.log_write_failures.labels(reason).inc(rows)
