@@ -259,6 +259,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         metrics = requests.get(f"{s['url']}/metrics", timeout=10).text
     result["log_write"] = prediction_log_cost(metrics)
 
+    # -- ours with two workers (wrk shares the two cores with them) ----------------------
+    port = free_port()
+    cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning",
+           "--workers", "2"]  # fmt: skip
+    with server(cmd, "/ready", port, env) as s:
+        for model, body in records.items():
+            url = f"{s['url']}/predict/{model}"
+            warm(url, body)
+            for c in args.connections:
+                log(f"api (2 workers) /predict/{model} c={c}")
+                single[f"api2 {model} c{c}"] = wrk(url, body, c, args.seconds)
+
     # -- mlflow models serve -----------------------------------------------------------
     for model, registered, body in (
         ("iris", "IrisBestModel", IRIS), ("housing", "CaliforniaHousingBestModel", HOUSING),
@@ -365,13 +377,13 @@ def markdown(r: dict[str, Any]) -> str:
         "| of bare ASGI |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    names = {"api": "ours", "mlflow": "mlflow models serve", "ceiling": "FastAPI constant",
-             "bare": "bare ASGI constant"}  # fmt: skip
+    names = {"api": "ours", "api2": "ours, 2 workers", "mlflow": "mlflow models serve",
+             "ceiling": "FastAPI constant", "bare": "bare ASGI constant"}  # fmt: skip
     for key, v in s.items():
         server_name, *rest = key.split()
         conc = key.rsplit("c", 1)[1]
         model = rest[0] if len(rest) == 2 else ""
-        ours = server_name == "api"
+        ours = server_name in ("api", "api2")
         vs_mlflow = ratio(v["rps"], s[f"mlflow {model} c{conc}"]["rps"]) if ours else ""
         vs_fastapi = f"{v['rps'] / s[f'ceiling c{conc}']['rps']:.0%}" if ours else ""
         vs_bare = f"{v['rps'] / s[f'bare c{conc}']['rps']:.0%}" if ours else ""
