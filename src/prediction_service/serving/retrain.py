@@ -186,15 +186,16 @@ class RetrainRunner:
                 job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
             except IntegrityError:  # another worker or replica started one a moment ago
                 raise ConflictError(f"a retrain of {model!r} is already running") from None
+            # Before the job runs, so its end is never recorded before its start.
+            self.lifecycle.events.record(
+                model, "retrain_triggered", reason, None, {"job_id": job_id, "trigger": trigger}
+            )
             args = ["train", model, "--job-id", job_id]
             if candidates:
                 args += ["--candidates", ",".join(candidates)]
             if data:
                 args += ["--data", str(data)]
             self._watch(job_id, model, args)
-        self.lifecycle.events.record(
-            model, "retrain_triggered", reason, None, {"job_id": job_id, "trigger": trigger}
-        )
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
