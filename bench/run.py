@@ -211,12 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         result["cold_start_s"]["api"] = round(s["cold_start_s"], 2)
         result["cold_start_s"]["mlserver"] = round(m["cold_start_s"], 2)
-        for model, body in records.items():
-            url = f"{s['url']}/predict/{model}"
-            warm(url, body)
-            for c in args.connections:
-                log(f"api /predict/{model} c={c}")
-                single[f"api {model} c{c}"] = wrk(url, body, c, args.seconds)
+        single.update(single_rows(s["url"], "api", records, args))
         c = max(args.connections)
         for model, body in records.items():
             v2 = peers.v2_body(body)
@@ -264,12 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning",
            "--workers", "2"]  # fmt: skip
     with server(cmd, "/ready", port, env) as s:
-        for model, body in records.items():
-            url = f"{s['url']}/predict/{model}"
-            warm(url, body)
-            for c in args.connections:
-                log(f"api (2 workers) /predict/{model} c={c}")
-                single[f"api2 {model} c{c}"] = wrk(url, body, c, args.seconds)
+        single.update(single_rows(s["url"], "api2", records, args))
 
     # -- mlflow models serve -----------------------------------------------------------
     for model, registered, body in (
@@ -307,6 +297,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 single[f"{label} c{c}"] = wrk(url, IRIS, c, args.seconds)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def single_rows(
+    base: str, label: str, records: dict[str, dict[str, float]], args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """``/predict/<model>`` of each model at each concurrency, keyed ``"<label> <model> c<n>"``."""
+    out = {}
+    for model, body in records.items():
+        url = f"{base}/predict/{model}"
+        warm(url, body)
+        for c in args.connections:
+            log(f"{label} /predict/{model} c={c}")
+            out[f"{label} {model} c{c}"] = wrk(url, body, c, args.seconds)
+    return out
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
