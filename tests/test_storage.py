@@ -204,7 +204,9 @@ def test_jobs_and_traffic(engine: Engine) -> None:
     jobs.update(
         "b" * 32, status="succeeded", version="3", promoted=True, metrics={"test_rmse": 0.4}
     )
-    assert jobs.fail_interrupted("stopped") == 1
+    assert jobs.unfinished()[0][0] == "a" * 32
+    assert jobs.fail_interrupted("stopped", []) == 0
+    assert jobs.fail_interrupted("stopped", ["a" * 32, "b" * 32]) == 1  # b had ended
     assert jobs.get("a" * 32)["status"] == "failed"  # type: ignore[index]
     assert jobs.active("iris") is None
     assert [j["id"] for j in jobs.list()] == ["b" * 32, "a" * 32]
@@ -215,3 +217,33 @@ def test_jobs_and_traffic(engine: Engine) -> None:
     traffic.set("iris", 25)
     traffic.set("housing", 0)
     assert traffic.all() == {"iris": 25.0, "housing": 0.0}
+
+
+def test_only_the_jobs_of_workers_that_are_gone_are_interrupted(engine: Engine) -> None:
+    """A starting (or restarted) worker must not fail the jobs another live worker runs."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from prediction_service.serving.retrain import HEARTBEAT_S, _gone
+
+    here = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    now = time.time()
+    assert _gone(None, None, now)  # written by an older service: nobody watches it
+    assert _gone(f"{here}:{dead}", now, now)  # its process exited (a crash, a restart)
+    assert not _gone(f"{here}:{os.getpid()}", now, now)  # alive, beating
+    assert not _gone("elsewhere:1", now - 2 * HEARTBEAT_S, now)  # another host, recent beat
+    assert _gone("elsewhere:1", now - 4 * HEARTBEAT_S, now)  # three beats missed
+
+    jobs = JobStore(engine)
+    jobs.create("c" * 32, "iris", None, None, owner="elsewhere:1")
+    before = jobs.unfinished()[0][2]
+    time.sleep(0.01)
+    jobs.heartbeat("someone-else:2")
+    assert jobs.unfinished()[0][2] == before  # only the owner's jobs are renewed
+    jobs.heartbeat("elsewhere:1")
+    assert jobs.unfinished()[0][2] > before

@@ -26,7 +26,7 @@ from prediction_service.serving.codec import FeatureCodec, example_row
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
-from prediction_service.serving.retrain import RetrainRunner
+from prediction_service.serving.retrain import HEARTBEAT_S, RetrainRunner
 from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
@@ -90,6 +90,7 @@ class Services:
         s = self.settings
         self._every(s.reload_interval_s, self.lifecycle.sync_all)
         self._every(s.drift_interval_s, self.monitor.check_all)
+        self._every(HEARTBEAT_S, self.retrain.heartbeat)
         if self.automation.models:
             self._every(s.automation_interval_s, self.automation.tick)
         if self.metrics.multiprocess:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess  # nosec B404 - runs our own training module, never a shell
 import sys
 import threading
@@ -91,6 +92,26 @@ class ProcessLauncher:
                 proc.terminate()
 
 
+# A worker renews its jobs' heartbeat this often; three missed beats mean it is gone.
+HEARTBEAT_S = 10.0
+
+
+def _gone(owner: str | None, beat: float | None, now: float) -> bool:
+    """Whether the worker that owns a job no longer watches it: no owner recorded (an older
+    service), a process of this host that has exited, or no heartbeat for three periods."""
+    if owner is None or beat is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # it exists, under another user
+    return now - beat > 3 * HEARTBEAT_S
+
+
 def make_launcher(settings: Settings) -> Launcher:
     if settings.retrain_backend == "kubernetes":
         from prediction_service.serving.kubernetes import KubernetesLauncher
@@ -138,17 +159,34 @@ class RetrainRunner:
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}  # model -> running job
         self._stopping = False
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # what the job rows call us
 
     def recover(self) -> int:
-        """Jobs a previous run of the service left unfinished: watched again when the backend
-        runs them on its own (a cluster), else marked interrupted. Returns how many were
-        marked."""
+        """Unfinished jobs nobody watches any more: watched again when the backend runs them
+        on its own (a cluster); else, when their worker is gone, marked interrupted. Returns
+        how many were marked. Runs at start-up and with every heartbeat, so the jobs of a
+        worker or replica that died are found by the others."""
         if not self.launcher.detached:
-            return self.jobs.fail_interrupted(INTERRUPTED)
+            now = time.time()
+            orphans = [
+                job_id
+                for job_id, owner, beat in self.jobs.unfinished()
+                if owner != self.owner and _gone(owner, beat, now)
+            ]
+            return self.jobs.fail_interrupted(INTERRUPTED, orphans)
         for job in self.jobs.list(limit=1000):
             if job["status"] in ACTIVE and job["model"] not in self._threads:
                 self._watch(job["id"], job["model"], None)
         return 0
+
+    def heartbeat(self) -> None:
+        """Say this worker still watches its jobs; mark the jobs of workers that are gone."""
+        if self.launcher.detached:
+            return  # a cluster runs them; every replica watches them again at start-up
+        self.jobs.heartbeat(self.owner)
+        marked = self.recover()
+        if marked:
+            log.warning("marked %d retrain job(s) of a worker that is gone as failed", marked)
 
     def job_dir(self) -> Path:
         path = self.settings.logs_path / "retrain"
@@ -183,7 +221,9 @@ class RetrainRunner:
                 raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
             job_id = uuid.uuid4().hex
             try:
-                job = self.jobs.create(job_id, model, candidates, str(data) if data else None)
+                job = self.jobs.create(
+                    job_id, model, candidates, str(data) if data else None, self.owner
+                )
             except IntegrityError:  # another worker or replica started one a moment ago
                 raise ConflictError(f"a retrain of {model!r} is already running") from None
             # Before the job runs, so its end is never recorded before its start.

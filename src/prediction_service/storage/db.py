@@ -76,6 +76,9 @@ class RetrainJobRecord(Base):
     gate_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who watches it ("host:pid" of the worker), and when it last said so (Unix seconds).
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         # At most one queued or running job per model, whichever worker or replica asks.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +33,12 @@ class JobStore:
         self.engine = engine
 
     def create(
-        self, job_id: str, model: str, candidates: list[str] | None, data_path: str | None
+        self,
+        job_id: str,
+        model: str,
+        candidates: list[str] | None,
+        data_path: str | None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
             conn.execute(
@@ -42,9 +49,28 @@ class JobStore:
                     created_at=datetime.now(UTC),
                     candidates=candidates,
                     data_path=data_path,
+                    owner=owner,
+                    heartbeat_at=time.time(),
                 )
             )
         return self.get(job_id) or {}
+
+    def heartbeat(self, owner: str) -> None:
+        """``owner`` still watches its unfinished jobs."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(RetrainJobRecord)
+                .where(RetrainJobRecord.owner == owner, RetrainJobRecord.status.in_(ACTIVE))
+                .values(heartbeat_at=time.time())
+            )
+
+    def unfinished(self) -> list[tuple[str, str | None, float | None]]:
+        """(id, owner, heartbeat_at) of every queued or running job."""
+        stmt = select(
+            RetrainJobRecord.id, RetrainJobRecord.owner, RetrainJobRecord.heartbeat_at
+        ).where(RetrainJobRecord.status.in_(ACTIVE))
+        with self.engine.connect() as conn:
+            return [(i, o, h) for i, o, h in conn.execute(stmt)]
 
     def update(self, job_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -104,12 +130,14 @@ class JobStore:
             row = conn.execute(stmt).first()
         return _job(row) if row else None
 
-    def fail_interrupted(self, reason: str) -> int:
-        """Jobs left queued or running by a service that died: mark them failed."""
+    def fail_interrupted(self, reason: str, job_ids: Sequence[str]) -> int:
+        """Jobs left queued or running by a worker that died: mark them failed."""
+        if not job_ids:
+            return 0
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(RetrainJobRecord)
-                .where(RetrainJobRecord.status.in_(ACTIVE))
+                .where(RetrainJobRecord.id.in_(job_ids), RetrainJobRecord.status.in_(ACTIVE))
                 .values(status="failed", error=reason, finished_at=datetime.now(UTC))
             )
         return int(result.rowcount or 0)

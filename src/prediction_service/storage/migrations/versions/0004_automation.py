@@ -1,4 +1,5 @@
-"""Automation: model events, leases, per-model automation state; one active job per model.
+"""Automation: model events, leases, per-model automation state; one active job per model,
+and who watches each job (owner, heartbeat).
 
 Revision ID: 0004
 Revises: 0003
@@ -44,6 +45,9 @@ def upgrade() -> None:
         sa.Column("state", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
+    with op.batch_alter_table("retrain_jobs") as batch:
+        batch.add_column(sa.Column("owner", sa.String(128), nullable=True))
+        batch.add_column(sa.Column("heartbeat_at", sa.Float(), nullable=True))
     # A database written by an older service may hold several unfinished jobs of one model
     # (two workers racing); keep the newest active, so the unique index can be built.
     op.execute(
@@ -64,6 +68,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ux_retrain_jobs_active_model", table_name="retrain_jobs")
+    with op.batch_alter_table("retrain_jobs") as batch:
+        batch.drop_column("heartbeat_at")
+        batch.drop_column("owner")
     op.drop_table("automation_state")
     op.drop_table("leases")
     op.drop_index("ix_model_events_model_seq", table_name="model_events")
