@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from typing import Any
 
@@ -13,12 +12,11 @@ import numpy as np
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.model_store import ModelStore
+from prediction_service.serving.service import Ids
 from prediction_service.settings import Settings
 from prediction_service.storage.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
-# What PredictionService's ids look like: a per-process prefix and a counter, 32 hex digits.
-_PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 _EPS = 1e-4  # floor for empty bins, so PSI stays finite
 
 
@@ -84,7 +82,7 @@ class Monitor:
         row = self.log.find(prediction_id)
         if row is None and self.log.flush():  # it may still be on its way to the database
             row = self.log.find(prediction_id)
-        if row is None and _PREDICTION_ID.fullmatch(prediction_id):
+        if row is None and Ids.PATTERN.fullmatch(prediction_id):
             # Another worker may hold it in its queue: its writer flushes within the interval.
             time.sleep(2 * self.log.flush_interval_s)
             row = self.log.find(prediction_id)
