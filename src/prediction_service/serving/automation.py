@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
-import socket
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from prediction_service.data import file_sha256
 from prediction_service.errors import ConflictError
 from prediction_service.metrics import Metrics
 from prediction_service.registry.store import CHALLENGER
-from prediction_service.serving.canary import Comparison, abs_error_test, accuracy_test
+from prediction_service.serving.canary import ARM_METRIC, compare
 from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.serving.service import PredictionService
@@ -35,8 +33,6 @@ from prediction_service.storage.automation import EVENT_TYPES, LeaseStore, State
 from prediction_service.training.gate import failed_thresholds
 
 log = logging.getLogger(__name__)
-# What a canary compares, by task (serving.canary's tests).
-_ARM_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 def duration(seconds: float) -> str:
@@ -77,7 +73,8 @@ class Automation:
         self.leases = leases
         self.states = states
         self.metrics = metrics
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # The worker (as retrain jobs name it), and which core of it: tests run two in one.
+        self.holder = f"{retrain.owner}:{secrets.token_hex(4)}"
         self._drift_checked: dict[str, float] = {}  # model -> monotonic time
         self._digests: dict[Path, tuple[int, int, str]] = {}  # path -> (mtime, size, sha256)
         for name in self.store.specs:
@@ -90,7 +87,7 @@ class Automation:
     def _no_canary(self, name: str) -> None:
         """The canary gauges between canaries: inactive, no labels, no quality (NaN)."""
         self.metrics.canary_active.labels(name).set(0)
-        metric = _ARM_METRIC[self.store.spec(name).task]
+        metric = ARM_METRIC[self.store.spec(name).task]
         for arm in ("challenger", "champion"):
             self.metrics.canary_labels.labels(name, arm).set(0)
             self.metrics.canary_live_quality.labels(name, arm, metric).set(math.nan)
@@ -136,7 +133,6 @@ class Automation:
                 kind, reason = trigger
                 try:
                     self.retrain.start(name, None, None, reason=reason, trigger=kind)
-                    state["last_trigger"] = {"type": kind, "at": time.time(), "reason": reason}
                 except ConflictError as exc:  # a manual job started meanwhile
                     log.info("automation of %s: %s", name, exc)
         if repr(state) != before:
@@ -252,9 +248,6 @@ class Automation:
             "started_at": time.time(),
             "after_seq": self.log.last_seq(),
         }
-        self.registry.set_version_tags(
-            registered, challenger, {"canary_started_at": datetime.now(UTC).isoformat()}
-        )
         self.events.record(
             name,
             "canary_started",
@@ -276,69 +269,35 @@ class Automation:
         arms = {"challenger": canary["version"], "champion": canary["champion"]}
         rows = {arm: self.log.since(name, v, canary["after_seq"]) for arm, v in arms.items()}
         labelled = {arm: [(p, a) for p, a, _ in r if a is not None] for arm, r in rows.items()}
-        comparison = self._compare(spec, labelled["challenger"], labelled["champion"])
+        comparison = compare(spec.task, labelled["challenger"], labelled["champion"])
+        counts = {arm: len(pairs) for arm, pairs in labelled.items()}
         for arm in arms:
-            self.metrics.canary_labels.labels(name, arm).set(len(labelled[arm]))
-        if comparison is not None:
-            metric = comparison.metric
-            self.metrics.canary_live_quality.labels(name, "challenger", metric).set(
-                comparison.challenger
-            )
-            self.metrics.canary_live_quality.labels(name, "champion", metric).set(
-                comparison.champion
-            )
+            self.metrics.canary_labels.labels(name, arm).set(counts[arm])
+            if comparison is not None:
+                quality = getattr(comparison, arm)  # Comparison.challenger / .champion
+                self.metrics.canary_live_quality.labels(name, arm, comparison.metric).set(quality)
         broken = self._guardrail(name, rollout, arms, rows)
         need = rollout.min_labels
-        counts = {arm: len(pairs) for arm, pairs in labelled.items()}
         details: dict[str, Any] = {"labels": counts, "min_labels": need}
+        promote: bool | None = None  # undecided
         if broken:
-            self._roll_back(name, canary, state, broken, details)
+            promote, reason = False, broken
         elif comparison is not None and min(counts.values()) >= need:
             details["test"] = comparison.details()
-            confidence = f"{rollout.confidence:.0%} confidence"
-            if comparison.worse(rollout.confidence):
-                reason = f"{comparison.sentence()}: worse at {confidence}"
-                self._roll_back(name, canary, state, reason, details)
-            else:
-                reason = f"{comparison.sentence()}: not worse at {confidence}"
-                self.lifecycle.promote(name, canary["version"], reason, details)
-                self.registry.set_version_tags(
-                    spec.registered_name,
-                    canary["version"],
-                    {"canary_decision": "promoted", "canary_reason": reason},
-                )
-                state.pop("canary")
+            worse = comparison.worse(rollout.confidence)
+            promote = not worse
+            verdict = "worse" if worse else "not worse"
+            reason = f"{comparison.sentence()}: {verdict} at {rollout.confidence:.0%} confidence"
         elif time.time() - canary["started_at"] > rollout.max_duration_s:
+            promote = False
             reason = (
                 f"undecided after {duration(rollout.max_duration_s)}: {counts['challenger']} "
                 f"labelled predictions for the challenger and {counts['champion']} for the "
                 f"champion, {need} needed for each"
             )
-            self._roll_back(name, canary, state, reason, details)
-
-    def _roll_back(
-        self,
-        name: str,
-        canary: dict[str, Any],
-        state: dict[str, Any],
-        reason: str,
-        details: dict[str, Any],
-    ) -> None:
-        self.lifecycle.end_canary(name, canary["version"], reason, details)
-        state.pop("canary")
-
-    @staticmethod
-    def _compare(
-        spec: ModelSpec, challenger: list[tuple[Any, Any]], champion: list[tuple[Any, Any]]
-    ) -> Comparison | None:
-        if len(challenger) < 2 or len(champion) < 2:
-            return None
-        if spec.task == "classification":
-            return accuracy_test([p == a for p, a in challenger], [p == a for p, a in champion])
-        return abs_error_test(
-            np.array([float(p) - float(a) for p, a in challenger]),
-            np.array([float(p) - float(a) for p, a in champion]),
-        )
+        if promote is not None:
+            self.lifecycle.conclude_canary(name, canary["version"], promote, reason, details)
+            state.pop("canary")
 
     def _guardrail(
         self,

@@ -24,7 +24,7 @@ class Comparison:
     """The outcome of one test: the arms' quality, the statistic and the one-sided p-value
     that the challenger is worse."""
 
-    metric: str  # accuracy or mae
+    metric: str  # ARM_METRIC of the task
     challenger: float
     champion: float
     n_challenger: int
@@ -106,7 +106,8 @@ def accuracy_test(challenger: list[bool], champion: list[bool]) -> Comparison:
     else:
         z = (p1 - p2) / se
         p = 1.0 - normal_sf(z)  # P(Z < z): small when the challenger is clearly lower
-    return Comparison("accuracy", p1, p2, n1, n2, z, p, "two-proportion z-test, one-sided")
+    test = "two-proportion z-test, one-sided"
+    return Comparison(ARM_METRIC["classification"], p1, p2, n1, n2, z, p, test)
 
 
 def abs_error_test(challenger: np.ndarray, champion: np.ndarray) -> Comparison:
@@ -121,4 +122,23 @@ def abs_error_test(challenger: np.ndarray, champion: np.ndarray) -> Comparison:
         t = (m1 - m2) / math.sqrt(v1 + v2)
         df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
         p = t_sf(t, df)
-    return Comparison("mae", m1, m2, n1, n2, t, p, "Welch's t-test on absolute errors, one-sided")
+    test = "Welch's t-test on absolute errors, one-sided"
+    return Comparison(ARM_METRIC["regression"], m1, m2, n1, n2, t, p, test)
+
+
+# What a canary compares, by task: the metric each test reports.
+ARM_METRIC = {"classification": "accuracy", "regression": "mae"}
+
+
+def compare(
+    task: str, challenger: list[tuple[Any, Any]], champion: list[tuple[Any, Any]]
+) -> Comparison | None:
+    """The task's test on each arm's (prediction, actual) pairs; None below two a side."""
+    if len(challenger) < 2 or len(champion) < 2:
+        return None
+    if task == "classification":
+        return accuracy_test([p == a for p, a in challenger], [p == a for p, a in champion])
+    return abs_error_test(
+        np.array([float(p) - float(a) for p, a in challenger]),
+        np.array([float(p) - float(a) for p, a in champion]),
+    )

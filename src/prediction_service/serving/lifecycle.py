@@ -141,18 +141,24 @@ class ModelLifecycle:
         self.events.record(name, "rolled_back", reason, change["version"], change)
         return change
 
-    def end_canary(
-        self, name: str, version: str, reason: str, details: dict[str, Any] | None = None
+    def conclude_canary(
+        self, name: str, version: str, promote: bool, reason: str, details: dict[str, Any]
     ) -> None:
-        """Roll a canary back: no traffic to ``version``, its challenger alias removed, and
-        the reason tagged on it. The champion serves throughout."""
+        """End a canary of ``version``, with the reason tagged on it. Promoted: it becomes the
+        champion (which ends the split). Rolled back: no traffic, its challenger alias
+        removed. The champion serves throughout."""
+        spec = self.store.spec(name)
+        decision = "promoted" if promote else "rolled_back"
+        tags = {"canary_decision": decision, "canary_reason": reason}
+        if promote:
+            self.promote(name, version, reason, details)
+            self.registry.set_version_tags(spec.registered_name, version, tags)
+            return
         with self._lock:
-            spec = self.store.spec(name)
             self.traffic.set(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
             if self.registry.alias_version(spec.registered_name, CHALLENGER) == version:
                 self.registry.delete_alias(spec.registered_name, CHALLENGER)
-            tags = {"canary_decision": "rolled_back", "canary_reason": reason}
             self.registry.set_version_tags(spec.registered_name, version, tags)
         self.events.record(name, "rolled_back", reason, version, details)
 
