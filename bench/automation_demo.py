@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import requests
 import yaml
 
@@ -26,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from run import free_port, server  # noqa: E402
 
-IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
+from prediction_service.data import load_dataset  # noqa: E402
+from prediction_service.specs import load_specs  # noqa: E402
 
 
 def automation(schedule_s: float) -> dict[str, Any]:
@@ -67,24 +67,19 @@ def main() -> None:
     print(f"trained both models in {time.monotonic() - started:.0f} s, in {home}", flush=True)
     port = free_port()
     cmd = [sys.executable, str(ROOT / "run_api.py"), "--port", str(port)]
+    # Each model's dataset as its spec reads it: features by request name, true values.
     data = {
-        "iris": pd.read_csv(ROOT / "data" / "iris_raw.csv"),
-        "housing": pd.read_csv(ROOT / "data" / "housing_raw.csv"),
+        name: load_dataset(spec, spec.data_file(ROOT))
+        for name, spec in load_specs(home / "specs").items()
     }
     rng = random.Random(1)
     with server(cmd, "/ready", port, env) as s:
         url, n = s["url"], 0
         deadline = time.monotonic() + args.seconds
         while time.monotonic() < deadline:
-            for model, frame in data.items():
-                row = frame.iloc[rng.randrange(len(frame))]
-                target = frame.columns[-1]
-                if model == "iris":
-                    features = dict(zip(["sepal_length", "sepal_width", "petal_length",
-                                         "petal_width"], row.iloc[:4].tolist()))  # fmt: skip
-                    truth: Any = IRIS_CLASSES[int(row[target])]
-                else:
-                    features, truth = row.drop(target).to_dict(), float(row[target])
+            for model, dataset in data.items():
+                i = rng.randrange(len(dataset))
+                features, truth = dataset.X.iloc[i].to_dict(), dataset.y.iloc[i]
                 out = requests.post(f"{url}/predict/{model}", json=features, timeout=30).json()
                 feedback = {"prediction_id": out["prediction_id"], "actual": truth}
                 requests.post(f"{url}/feedback", json=feedback, timeout=30)

@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
 import pytest
 import yaml
 
+from prediction_service.data import load_dataset
 from prediction_service.settings import Settings
+from prediction_service.specs import load_specs
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT, make_settings, registry_copy, write_small_specs
 from tests.live import LiveServer
@@ -38,11 +39,11 @@ AUTOMATION = {
     },
     "housing": {"triggers": {"schedule_s": 2}, "cooldown_s": 3600, "rollout": CANARY},
 }
+# Each model's dataset as the spec reads it: features by request name, classes by name.
 DATA = {
-    "iris": pd.read_csv(ROOT / "data" / "iris_raw.csv"),
-    "housing": pd.read_csv(ROOT / "data" / "housing_raw.csv").head(2000),
+    name: load_dataset(spec, spec.data_file(ROOT))
+    for name, spec in load_specs(ROOT / "config" / "models").items()
 }
-IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +92,10 @@ def timeline(server: LiveServer, model: str) -> str:
 
 
 def row(model: str, rng: random.Random) -> tuple[dict[str, float], Any]:
-    frame = DATA[model]
-    i = rng.randrange(len(frame))
-    target = frame.columns[-1]
-    if model == "iris":
-        features = dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"],
-                            frame.iloc[i, :4].tolist()))  # fmt: skip
-        return features, IRIS_CLASSES[int(frame[target].iloc[i])]
-    return frame.drop(columns=[target]).iloc[i].to_dict(), float(frame[target].iloc[i])
+    """A random dataset row: its features as a request, and its true value."""
+    data = DATA[model]
+    i = rng.randrange(len(data))
+    return data.X.iloc[i].to_dict(), data.y.iloc[i]
 
 
 def drive(
