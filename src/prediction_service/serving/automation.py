@@ -85,7 +85,8 @@ class Automation:
             self._no_canary(name)
 
     def _no_canary(self, name: str) -> None:
-        """The canary gauges between canaries: inactive, no labels, no quality (NaN)."""
+        """The canary gauges between canaries (set at start and when one ends): inactive, no
+        labels, no quality (NaN). A judged canary sets them at every check."""
         self.metrics.canary_active.labels(name).set(0)
         metric = ARM_METRIC[self.store.spec(name).task]
         for arm in ("challenger", "champion"):
@@ -123,10 +124,6 @@ class Automation:
         before = repr(state)
         if policy.rollout.mode == "canary":
             self._canary(spec, policy.rollout, state)
-        if state.get("canary"):
-            self.metrics.canary_active.labels(name).set(1)
-        else:
-            self._no_canary(name)
         if not state.get("canary"):  # a new training would replace the challenger under test
             trigger = self._trigger(spec, policy, state)
             if trigger is not None:
@@ -229,6 +226,7 @@ class Automation:
                 # Someone else decided (an admin promoted, rolled back or retrained).
                 log.info("canary of %s version %s ended outside the automation", name, challenger)
                 state.pop("canary")
+                self._no_canary(name)
                 return
             self._judge(spec, rollout, canary, state)
             return
@@ -271,6 +269,7 @@ class Automation:
         labelled = {arm: [(p, a) for p, a, _ in r if a is not None] for arm, r in rows.items()}
         comparison = compare(spec.task, labelled["challenger"], labelled["champion"])
         counts = {arm: len(pairs) for arm, pairs in labelled.items()}
+        self.metrics.canary_active.labels(name).set(1)
         for arm in arms:
             self.metrics.canary_labels.labels(name, arm).set(counts[arm])
             if comparison is not None:
@@ -298,6 +297,7 @@ class Automation:
         if promote is not None:
             self.lifecycle.conclude_canary(name, canary["version"], promote, reason, details)
             state.pop("canary")
+            self._no_canary(name)
 
     def _guardrail(
         self,

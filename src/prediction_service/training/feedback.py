@@ -68,13 +68,14 @@ def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
                 rows = [(i, f, a) for i, f, a in conn.execute(stmt)]
     finally:
         engine.dispose()
+    if not rows:
+        X = pd.DataFrame({name: np.empty(0) for name in spec.feature_names})
+        return Feedback(X, pd.Series([], dtype=object, name=spec.target.column), [])
+    # Columns named as in the CSV, so the CSV's validation reads them.
     columns = {
         f.source_column: [features.get(f.name) for _, features, _ in rows] for f in spec.features
     }
     frame = pd.DataFrame(columns | {spec.target.column: [actual for _, _, actual in rows]})
-    if not rows:
-        X = pd.DataFrame({name: np.empty(0) for name in spec.feature_names})
-        return Feedback(X, pd.Series([], dtype=object, name=spec.target.column), [])
     X, y = validate_frame(spec, frame, SOURCE, complete=False)
     return Feedback(X, y, [i for i, _, _ in rows])
 
