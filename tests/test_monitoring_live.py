@@ -191,8 +191,13 @@ def scraped(
     monitored: LiveServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
     prom = Prometheus(tmp_path_factory.mktemp("prometheus"), monitored.url.removeprefix("http://"))
-    # Mixed traffic: both models, batches, bad input, unknown model, feedback, a retrain
-    # (while Prometheus watches: the event annotations need its counters to rise).
+    # Mixed traffic: both models, batches, bad input, unknown model, feedback, a retrain,
+    # once Prometheus has scraped the API: the event annotations need it to have seen the
+    # event counters at 0 before the retrain raises them (ready is not yet scraped).
+    deadline = time.monotonic() + 30
+    while not prom.query('model_events_total{model="iris", type="retrain_triggered"}'):
+        assert time.monotonic() < deadline, "Prometheus never scraped the API"
+        time.sleep(0.2)
     for _ in range(20):
         monitored.post("/predict/iris", json=IRIS_RECORD)
         monitored.post("/predict/housing", json=HOUSING_RECORD)
