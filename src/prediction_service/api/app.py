@@ -3,6 +3,12 @@
 The core (``services.py``) is built outside the web layer and started in the lifespan, with
 the gRPC server when ``PREDICT_GRPC_PORT`` is set. Prediction routes of every protocol are
 lanes in front of FastAPI (``api/lanes.py``); FastAPI serves the rest and the docs.
+
+Our own ASGI layers sit in front of FastAPI's whole stack, not inside it (``ServiceApp``): the
+HTTP middleware (request ids, security headers, HTTP metrics), CORS when configured, then the
+lanes. A prediction so skips FastAPI's and Starlette's entry and their three outer middleware
+(server errors, telemetry, body limit), which answer nothing a lane does not answer itself;
+every other request goes through them as before.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from prediction_service import __version__
 from prediction_service.api import docs, errors, openapi
@@ -60,11 +67,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys.setswitchinterval(switch_interval)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI behind ``front``: the ASGI layers that see every request first (see above)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await self.fastapi(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own entry: its middleware stack, then the routes."""
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> ServiceApp:
     """The app over ``services`` (built from ``settings`` when not given)."""
     if services is None:
         services = build_services(settings or Settings())
-    app = FastAPI(
+    app = ServiceApp(
         title="Prediction service",
         version=__version__,
         description="Serves the champion of every model spec over its own REST protocol, the "
@@ -85,19 +108,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(router)
     app.include_router(retrain.build_router(services.specs))
     app.include_router(monitoring.build_router(services.specs))
-    # Added first, so the outer middleware (added last) serves the lanes too: request ids,
-    # security headers, HTTP metrics.
-    app.add_middleware(
-        PredictionLanes, services=services, max_body=services.settings.max_body_bytes
+    front: ASGIApp = PredictionLanes(
+        app.fastapi, services=services, max_body=services.settings.max_body_bytes
     )
     origins = [o.strip() for o in services.settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured; outside the lanes, so predictions carry it too
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(HTTPMiddleware, metrics=services.metrics)
+    app.front = HTTPMiddleware(front, metrics=services.metrics)
     return app

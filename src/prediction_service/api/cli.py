@@ -10,6 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
+from prediction_service.api.server import HttpProtocol
+
 
 def prepare_multiprocess_metrics(workers: int) -> None:
     """Several workers share their metrics through files; start each run with none left over."""
@@ -91,6 +93,6 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
         access_log=args.access_log,
         timeout_graceful_shutdown=args.graceful_timeout,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
     )
     return 0

@@ -204,7 +204,8 @@ class PredictionLanes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = self.lane(scope["path"]) if scope["type"] == "http" else None
         if lane is None:
-            await self.app(scope, receive, self._allow(scope, send) if "app" in scope else send)
+            http = scope["type"] == "http"
+            await self.app(scope, receive, self._allow(scope, send) if http else send)
             return
         if scope["method"] != "POST":
             await _method_not_allowed(lane, scope, send)
@@ -233,6 +234,7 @@ class PredictionLanes:
         """Starlette's 405 lists only the first route that matched the path; list them all."""
 
         async def send_allow(message: Message) -> None:
+            # Starlette puts itself in the scope on its way to the router that answered 405.
             if message["type"] == "http.response.start" and message["status"] == 405:
                 routes = scope["app"].routes
                 methods = [m for m in _METHODS if any(_matches(r, scope, m) for r in routes)]
