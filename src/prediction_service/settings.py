@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         description="how long a request waits for room in a full log queue before its rows "
         "are dropped",
     )
-    log_batch_size: int = Field(default=500, ge=1)
+    log_batch_size: int = Field(default=2000, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)
     drift_window: int = Field(default=1000, ge=10)

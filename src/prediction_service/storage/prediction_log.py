@@ -75,7 +75,7 @@ class PredictionLog:
         engine: Engine,
         metrics: Metrics,
         max_queue: int = 100_000,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         flush_interval_s: float = 0.2,
         full_wait_s: float = 5.0,
     ) -> None:
