@@ -70,13 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 class ServiceApp(FastAPI):
     """FastAPI behind ``front``: the ASGI layers that see every request first (see above)."""
 
-    front: ASGIApp | None = None
+    front: ASGIApp  # set by create_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.front is None:
-            await self.fastapi(scope, receive, send)
-        else:
-            await self.front(scope, receive, send)
+        await self.front(scope, receive, send)
 
     async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's own entry: its middleware stack, then the routes."""

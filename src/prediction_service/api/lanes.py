@@ -202,9 +202,9 @@ class PredictionLanes:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = self.lane(scope["path"]) if scope["type"] == "http" else None
+        http = scope["type"] == "http"
+        lane = self.lane(scope["path"]) if http else None
         if lane is None:
-            http = scope["type"] == "http"
             await self.app(scope, receive, self._allow(scope, send) if http else send)
             return
         if scope["method"] != "POST":
