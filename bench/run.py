@@ -375,7 +375,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"Measured {r['when']} on {r['machine']['cpus']} cores, Python {r['machine']['python']}; "
         f"wrk (HTTP) or h2load (gRPC), {r['duration_s']} s per point, single-row requests over "
         "loopback. Ours runs with prediction logging and metrics on. Ceilings: FastAPI answering "
-        "a constant, and a bare ASGI app answering it on the same uvicorn settings.",
+        "a constant, and a bare ASGI app answering it, on the same uvicorn settings and HTTP "
+        "protocol as ours.",
         "",
         "| endpoint | conc. | req/s | p50 ms | p99 ms | vs mlflow serve | of FastAPI constant "
         "| of bare ASGI |",
