@@ -2,10 +2,11 @@
 
 Times each stage of `POST /predict/<model>` on its own, in-process, with the objects the
 service uses (parse, validate, predict, metrics, log enqueue, encode), then the whole request
-through the ASGI stack without HTTP (the rest is the framework: FastAPI's middleware stack,
-our HTTP middleware and the lane). Then, over HTTP with wrk at concurrency 8, the CPU each
+through the app without HTTP (the rest is the framework: our HTTP middleware and the
+prediction lane, which answer predictions in front of FastAPI's stack, and GC). Then, over HTTP with wrk at concurrency 8, the CPU each
 thread of the real server spends per request (from /proc), beside a bare ASGI app on the
-same uvicorn settings: what the server itself (uvicorn, the kernel's sockets) costs.
+same uvicorn settings and HTTP protocol: what the server itself (uvicorn, the kernel's
+sockets) costs.
 Uses the default registry (`make train` first). Prints a markdown table.
 """
 
@@ -167,7 +168,7 @@ def main() -> None:
     print(f"| stage, {args.model} single row | us per request |\n| --- | --- |")
     for k in parts:
         print(f"| {k} | {stages[k]:.1f} |")
-    print(f"| framework: FastAPI stack, HTTP middleware, lane, GC | {framework:.1f} |")
+    print(f"| framework: HTTP middleware, lane, GC | {framework:.1f} |")
     print(f"| **in-process request** (sum of the above) | **{stages['in-process request']:.1f}** |")
     print(f"| server: uvicorn and sockets (bare ASGI app's event-loop thread) | {bare[1]:.1f} |")
     print(f"| live: our event-loop thread | {ours[1]:.1f} |")
