@@ -4,8 +4,9 @@
 10-30 % over minutes, so two `make bench` runs taken apart say little about a small change;
 alternating old and new in one script does. REV is checked out into a temporary git worktree
 and served with its own source (PYTHONPATH) against this tree's registry (mlruns/, so
-`make train` first). Prints req/s and p99 at concurrency 1 and 8 per run. The base tree's
-native forest kernel is not built, so a base that has one serves LightGBM without it.
+`make train` first). Prints req/s and p99 at concurrency 1 and 8 per run. A base with a
+native forest kernel (setup.py) gets it built in its worktree, so housing compares like with
+like. `--batch N` times N-row housing batches instead (rows/s over 8 sequential calls).
 """
 
 from __future__ import annotations
@@ -19,7 +20,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import HOUSING, IRIS, ROOT, free_port, server, warm, wrk  # noqa: E402
+from bench.run import (  # noqa: E402
+    HOUSING,
+    IRIS,
+    ROOT,
+    free_port,
+    housing_records,
+    rows_per_second,
+    server,
+    warm,
+    wrk,
+)
+
+
+def measure(url: str, args: argparse.Namespace, batch: list[dict[str, float]]) -> str:
+    """One server's figures: wrk at concurrency 1 and 8, or rows/s of ``batch``."""
+    if batch:
+        rows = rows_per_second(f"{url}/predict/housing/batch", {"records": batch}, len(batch), 8)
+        return f"{len(batch):,}-row batches {rows:,.0f} rows/s"
+    target, body = f"{url}/predict/{args.model}", IRIS if args.model == "iris" else HOUSING
+    warm(target, body)
+    points = [wrk(target, body, c, args.seconds) for c in (1, 8)]
+    return "; ".join(
+        f"c={c} {p['rps']:,.0f} req/s p99 {p['p99_ms']:.2f} ms" for c, p in zip((1, 8), points)
+    )
 
 
 def main() -> None:
@@ -28,12 +52,18 @@ def main() -> None:
     parser.add_argument("--model", choices=["iris", "housing"], default="iris")
     parser.add_argument("--rounds", type=int, default=2, help="old/new pairs")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
+    parser.add_argument("--batch", type=int, default=0, help="rows per housing batch instead")
     args = parser.parse_args()
-    body = IRIS if args.model == "iris" else HOUSING
+    batch = housing_records(args.batch) if args.batch else []
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "-f", "-q", str(base), args.base], check=True)
         try:
+            if (base / "setup.py").exists():
+                subprocess.run(
+                    [sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=base,
+                    check=True, stdout=subprocess.DEVNULL,
+                )  # fmt: skip
             for _ in range(args.rounds):
                 for label, tree in (("base", base), ("this", ROOT)):
                     port = free_port()
@@ -41,16 +71,7 @@ def main() -> None:
                     cmd = [sys.executable, str(tree / "run_api.py"), "--port", str(port),
                            "--log-level", "warning"]  # fmt: skip
                     with server(cmd, "/ready", port, env) as s:
-                        url = f"{s['url']}/predict/{args.model}"
-                        warm(url, body)
-                        points = [wrk(url, body, c, args.seconds) for c in (1, 8)]
-                    print(
-                        f"{label}: " + "; ".join(
-                            f"c={c} {p['rps']:,.0f} req/s p99 {p['p99_ms']:.2f} ms"
-                            for c, p in zip((1, 8), points)
-                        ),
-                        flush=True,
-                    )  # fmt: skip
+                        print(f"{label}: {measure(s['url'], args, batch)}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], check=False)
 

@@ -143,6 +143,12 @@ def rows_per_second(url: str, body: dict[str, Any], rows: int, calls: int) -> fl
         return rows * calls / (time.perf_counter() - started)
 
 
+def housing_records(n: int) -> list[dict[str, float]]:
+    """``n`` rows of the housing data set's features, the same rows every run."""
+    frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
+    return frame.sample(n, random_state=0).to_dict(orient="records")
+
+
 def mlflow_body(records: list[dict[str, float]]) -> dict[str, Any]:
     columns = list(records[0])
     return {
@@ -189,8 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log("models with and without their derived features")
     result["derived_features"] = derived_features.measure()
 
-    frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseVal")
-    batches = {n: frame.sample(n, random_state=0).to_dict(orient="records") for n in (1000, 10000)}
+    batches = {n: housing_records(n) for n in (1000, 10000)}
     single, protocols = result["single"], result["protocols"]
     records = {"iris": IRIS, "housing": HOUSING}
     specs = load_specs(ROOT / "config" / "models")
@@ -218,10 +223,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # MLServer's gRPC encoder fails on string class names ("expected bytes, str
             # found"), so classifiers are asked, by both servers, for predict_proba only.
             outputs = ["predict_proba"] if specs[model].task == "classification" else []
-            frame_ = peers.grpc_frame(model, body, outputs)
+            frame = peers.grpc_frame(model, body, outputs)
             points = {
                 "v2 rest": lambda u: wrk(f"{u}/v2/models/{model}/infer", v2, c, args.seconds),
-                "v2 grpc": lambda g: peers.h2load(g, frame_, c, args.seconds),
+                "v2 grpc": lambda g: peers.h2load(g, frame, c, args.seconds),
             }
             targets = {
                 "v2 rest": {"ours": s["url"], "mlserver": m["url"]},
