@@ -25,6 +25,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from prediction_service.metrics import Metrics
+from prediction_service.settings import Settings
 from prediction_service.storage.db import PredictionRecord, utc_iso
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,20 @@ class LogBatch(NamedTuple):
         return len(self.ids)
 
 
+def _default(setting: str) -> Any:
+    """A tuning default, stated once: in Settings, where the service reads it from."""
+    return Settings.model_fields[setting].default
+
+
 class PredictionLog:
     def __init__(
         self,
         engine: Engine,
         metrics: Metrics,
-        max_queue: int = 100_000,
-        batch_size: int = 2000,
-        flush_interval_s: float = 0.2,
-        full_wait_s: float = 5.0,
+        max_queue: int = _default("log_queue_size"),
+        batch_size: int = _default("log_batch_size"),
+        flush_interval_s: float = _default("log_flush_interval_s"),
+        full_wait_s: float = _default("log_full_wait_s"),
     ) -> None:
         self.engine = engine
         self.metrics = metrics
