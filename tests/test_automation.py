@@ -448,18 +448,45 @@ UNDECIDED = {
 }
 
 
+def served_split(
+    core: Any, model: str, expected: tuple[str | None, float], timeout_s: float = 10.0
+) -> tuple[str | None, float]:
+    """The (challenger version, percent) ``core`` serves: ``expected`` as soon as it is, or
+    what it still is after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        challenger, percent = core.store.challenger(model)
+        served = (challenger.version if challenger else None, percent)
+        if served == expected or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
 def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> None:
+    """Also on a second worker over the same database, which follows the split both ways
+    within its traffic interval (1 s), long before its registry poll (an hour here)."""
+    from prediction_service.services import build_services
+
     core = automated
     champion = core.store.loaded("iris").version
     core.automation.check("iris")  # the schedule: a retrain
     assert wait_for_job(core)["status"] == "succeeded"
-    core.automation.check("iris")  # the gate passed: the canary starts
-    assert events(core)[0]["type"] == "canary_started"
-    challenger, percent = core.store.challenger("iris")
-    assert challenger is not None and percent == 30
-    time.sleep(1.1)
-    core.automation.check("iris")
+    other = build_services(core.settings)
+    other.start()
+    try:
+        assert other.store.challenger("iris") == (None, 0.0)
+        core.automation.check("iris")  # the gate passed: the canary starts
+        assert events(core)[0]["type"] == "canary_started"
+        challenger, percent = core.store.challenger("iris")
+        assert challenger is not None and percent == 30
+        assert served_split(other, "iris", (challenger.version, 30)) == (challenger.version, 30)
+        time.sleep(1.1)
+        core.automation.check("iris")
+        assert served_split(other, "iris", (None, 0.0)) == (None, 0.0)
+        assert other.store.loaded("iris").version == champion
+    finally:
+        other.close()
     rolled_back = events(core)[0]
     assert rolled_back["type"] == "rolled_back"
     assert rolled_back["reason"] == (

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(default=2000, ge=1)
     log_flush_interval_s: float = Field(default=0.2, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)
+    traffic_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often each worker reads the traffic splits other workers stored",
+    )
     drift_window: int = Field(default=1000, ge=10)
     drift_min_rows: int = Field(default=200, ge=10)
     drift_psi_threshold: float = Field(default=0.2, gt=0)

@@ -44,6 +44,8 @@ class ModelLifecycle:
         # an admin change landing in between was overwritten by the stale read (a test
         # caught a 10% split surviving "set to 0" until the next poll).
         self._lock = threading.RLock()
+        # The stored split (challenger percent) of each model as this worker last applied it.
+        self._applied: dict[str, float] = {}
 
     # -- following the registry ------------------------------------------------------
     def sync(self, name: str, splits: dict[str, float] | None = None) -> None:
@@ -59,7 +61,8 @@ class ModelLifecycle:
         try:
             if splits is None:
                 splits = self.traffic.all()
-            self._sync_challenger(name, splits.get(name, 0.0))
+            self._applied[name] = splits.get(name, 0.0)
+            self._sync_challenger(name, self._applied[name])
         except Exception as exc:  # noqa: BLE001
             log.error("could not sync the challenger of %s: %s", name, exc)
 
@@ -72,6 +75,25 @@ class ModelLifecycle:
                 splits = {name: self.store.challenger(name)[1] for name in self.store.specs}
             for name in self.store.specs:
                 self._sync(name, splits)
+
+    def follow_splits(self) -> None:
+        """Sync the models whose stored split another worker changed since this one last
+        applied it: a canary started or ended, a split set or cleared by an admin. One small
+        query, run every ``traffic_interval_s``, so a rolled-back challenger stops getting
+        traffic on every worker within about a second rather than at the next registry poll.
+        (A split ended by a promotion brings the new champion along.)"""
+        with self._lock:
+            try:
+                splits = self.traffic.all()
+            except Exception:  # noqa: BLE001 - the registry poll reports database outages
+                return
+            for name in self.store.specs:
+                if splits.get(name, 0.0) != self._applied.get(name, 0.0):
+                    self._sync(name, splits)
+
+    def _store_split(self, name: str, percent: float) -> None:
+        self.traffic.set(name, percent)
+        self._applied[name] = percent
 
     def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
         spec = self.store.spec(name)
@@ -109,7 +131,7 @@ class ModelLifecycle:
             spec.registered_name, model.version, previous if record_previous else None
         )
         if challenger == model.version:  # promoting the challenger ends the split
-            self.traffic.set(name, 0.0)
+            self._store_split(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
         self.store.serve(model)
         return {"model": name, "previous_version": previous, "version": model.version}
@@ -155,7 +177,7 @@ class ModelLifecycle:
             self.registry.set_version_tags(spec.registered_name, version, tags)
             return
         with self._lock:
-            self.traffic.set(name, 0.0)
+            self._store_split(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
             if self.registry.alias_version(spec.registered_name, CHALLENGER) == version:
                 self.registry.delete_alias(spec.registered_name, CHALLENGER)
@@ -189,7 +211,7 @@ class ModelLifecycle:
         model = self._sync_challenger(name, percent)
         if percent > 0 and model is None:
             raise ConflictError(f"the challenger of {spec.registered_name} is the champion")
-        self.traffic.set(name, percent)
+        self._store_split(name, percent)
         return self.traffic_state(name)
 
     def traffic_state(self, name: str) -> dict[str, Any]:
