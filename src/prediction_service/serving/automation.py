@@ -307,18 +307,17 @@ class Automation:
         rows: dict[str, list[tuple[Any, Any, float]]],
     ) -> str | None:
         """Why the challenger's arm breaks a guardrail, or None. Latency compares the arms'
-        logged p99 since the canary began; errors are the failed requests this process saw
-        (with several workers, the share of traffic this one serves)."""
+        logged p99 since the canary began. The error rate is of the requests this process
+        answered or failed: failures are not logged, so with several workers it is this
+        worker's sample of the traffic (a denominator from the log, which every worker
+        writes, made it several times too low)."""
         rails = rollout.guardrails
-        version = arms["challenger"]
-        served, failed = len(rows["challenger"]), self.predictions.failures[(name, version)]
-        if (
-            served + failed >= rails.min_requests
-            and failed / (served + failed) > rails.max_error_rate
-        ):
-            rate = failed / (served + failed)
+        key = (name, arms["challenger"])
+        failed = self.predictions.failures[key]
+        requests = self.predictions.answered[key] + failed
+        if requests >= rails.min_requests and failed / requests > rails.max_error_rate:
             return (
-                f"challenger error rate {rate:.1%} ({failed} failed of {served + failed} "
+                f"challenger error rate {failed / requests:.1%} ({failed} failed of {requests} "
                 f"requests) is above the guardrail's {rails.max_error_rate:.1%}"
             )
         if min(len(r) for r in rows.values()) < rails.min_requests:

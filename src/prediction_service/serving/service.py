@@ -78,7 +78,10 @@ class PredictionService:
         self.log = log
         self.metrics = metrics
         self._instruments: dict[tuple[str, str], _Instruments] = {}
-        # Requests a version failed on, in this process: (model, version) -> count.
+        # Requests each version answered and failed, in this process: (model, version) ->
+        # count. A canary's error-rate guardrail divides one by the sum of both, so the rate
+        # is this worker's sample of the traffic whichever share of it this worker serves.
+        self.answered: collections.Counter[tuple[str, str]] = collections.Counter()
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
         self.ids = Ids()
 
@@ -105,6 +108,7 @@ class PredictionService:
             self.failures[(name, model.version)] += 1  # a canary's error-rate guardrail
             raise
         elapsed = time.perf_counter() - started
+        self.answered[(name, model.version)] += 1
         n = len(X)
         inst = self._instruments_for(model)
         counter = inst.predictions.get(protocol)
