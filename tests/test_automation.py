@@ -525,12 +525,26 @@ def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> No
     )
     # The error rate is of this process's requests: 6 failed of 306 is 2.0%, whatever the
     # log (which every worker writes) holds.
-    core.predictions.answered[("iris", "9")] += 300
-    core.predictions.failures[("iris", "9")] += 6
+    counts = {("iris", "9"): (300, 6)}
+    core.predictions.requests = lambda name, version: counts[(name, version)]
     broken = core.automation._guardrail(
         "iris", rollout, arms, {"challenger": fast * 3, "champion": fast}
     )
     assert broken is not None and broken.startswith("challenger error rate 2.0% (6 failed of 306")
-    core.predictions.failures[("iris", "9")] -= 4  # 2 of 302: 0.7%, under the 1% guardrail
+    counts[("iris", "9")] = (300, 2)  # 0.7%: under the 1% guardrail
     ok = core.automation._guardrail("iris", rollout, arms, {"challenger": fast, "champion": fast})
     assert ok is None
+
+
+def test_requests_are_counted_per_version(services: Any) -> None:
+    """What the error-rate guardrail reads: each served version's requests in this process,
+    answered and failed (a model that raises)."""
+    champion = services.store.loaded("iris")
+    rows = IRIS.iloc[:, :4].to_numpy(dtype=float)
+    for i in range(3):
+        services.predictions.predict("iris", rows[i : i + 2], "native")
+    assert services.predictions.requests("iris", champion.version) == (3, 0)
+    with pytest.raises(Exception):
+        services.predictions.predict("iris", np.ones((1, 7)), "native")  # the wrong width
+    assert services.predictions.requests("iris", champion.version) == (3, 1)
+    assert services.predictions.requests("iris", "no such version") == (0, 0)

@@ -312,9 +312,8 @@ class Automation:
         worker's sample of the traffic (a denominator from the log, which every worker
         writes, made it several times too low)."""
         rails = rollout.guardrails
-        key = (name, arms["challenger"])
-        failed = self.predictions.failures[key]
-        requests = self.predictions.answered[key] + failed
+        answered, failed = self.predictions.requests(name, arms["challenger"])
+        requests = answered + failed
         if requests >= rails.min_requests and failed / requests > rails.max_error_rate:
             return (
                 f"challenger error rate {failed / requests:.1%} ({failed} failed of {requests} "
