@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -448,18 +448,19 @@ UNDECIDED = {
 }
 
 
-def served_split(
-    core: Any, model: str, expected: tuple[str | None, float], timeout_s: float = 10.0
-) -> tuple[str | None, float]:
-    """The (challenger version, percent) ``core`` serves: ``expected`` as soon as it is, or
-    what it still is after ``timeout_s``."""
+def eventually(read: Callable[[], Any], expected: Any, timeout_s: float = 10.0) -> Any:
+    """What ``read()`` returns: ``expected`` as soon as it does, else after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        challenger, percent = core.store.challenger(model)
-        served = (challenger.version if challenger else None, percent)
-        if served == expected or time.monotonic() > deadline:
-            return served
+    while (got := read()) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
+    return got
+
+
+def served(core: Any, model: str = "iris") -> tuple[str, str | None, float]:
+    """The champion version ``core`` serves, and its challenger's version and share."""
+    challenger, percent = core.store.challenger(model)
+    version = challenger.version if challenger else None
+    return core.store.loaded(model).version, version, percent
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
@@ -475,16 +476,16 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
     other = build_services(core.settings)
     other.start()
     try:
-        assert other.store.challenger("iris") == (None, 0.0)
+        assert served(other) == (champion, None, 0.0)
         core.automation.check("iris")  # the gate passed: the canary starts
         assert events(core)[0]["type"] == "canary_started"
         challenger, percent = core.store.challenger("iris")
         assert challenger is not None and percent == 30
-        assert served_split(other, "iris", (challenger.version, 30)) == (challenger.version, 30)
+        canary = (champion, challenger.version, 30)
+        assert eventually(lambda: served(other), canary) == canary
         time.sleep(1.1)
         core.automation.check("iris")
-        assert served_split(other, "iris", (None, 0.0)) == (None, 0.0)
-        assert other.store.loaded("iris").version == champion
+        assert eventually(lambda: served(other), (champion, None, 0.0)) == (champion, None, 0.0)
     finally:
         other.close()
     rolled_back = events(core)[0]
@@ -504,6 +505,30 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
     core.automation.check("iris")  # a decided version is not canaried again
     assert events(core)[0]["type"] == "rolled_back"
     assert core.automation.states.get("iris").get("canary") is None
+
+
+@pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+def test_another_worker_follows_promotions_and_rollbacks_within_a_second(automated: Any) -> None:
+    """An admin's promotion and rollback on one worker reach a second worker over the same
+    database within its traffic interval (1 s), long before its registry poll (an hour)."""
+    from prediction_service.services import build_services
+
+    core = automated
+    first = core.store.loaded("iris").version
+    core.automation.check("iris")  # the schedule: a retrain, whose gate names a challenger
+    assert wait_for_job(core)["status"] == "succeeded"
+    second = core.registry.alias_version(core.specs["iris"].registered_name, "challenger")
+    assert second is not None and second != first
+    other = build_services(core.settings)
+    other.start()
+    try:
+        assert served(other) == (first, None, 0.0)
+        core.lifecycle.promote("iris", second)
+        assert eventually(lambda: served(other), (second, None, 0.0)) == (second, None, 0.0)
+        core.lifecycle.rollback("iris")
+        assert eventually(lambda: served(other), (first, None, 0.0)) == (first, None, 0.0)
+    finally:
+        other.close()
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, inspect, select
 
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, make_engine, migrate
-from prediction_service.storage.jobs import JobStore, TrafficStore
+from prediction_service.storage.jobs import JobStore, Split, TrafficStore
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
 
@@ -216,7 +216,15 @@ def test_jobs_and_traffic(engine: Engine) -> None:
     traffic.set("iris", 10)
     traffic.set("iris", 25)
     traffic.set("housing", 0)
-    assert traffic.all() == {"iris": 25.0, "housing": 0.0}
+    assert traffic.all() == {"iris": Split(25.0, 0), "housing": Split(0.0, 0)}
+    # Champion changes are counted, with or without a split stored before.
+    assert traffic.champion_moved("iris") == 1
+    assert traffic.champion_moved("iris") == 2
+    assert traffic.champion_moved("automl") == 1
+    traffic.set("automl", 5)
+    assert traffic.all() == {
+        "iris": Split(25.0, 2), "housing": Split(0.0, 0), "automl": Split(5.0, 1)
+    }  # fmt: skip
 
 
 def test_only_the_jobs_of_workers_that_are_gone_are_interrupted(engine: Engine) -> None:

@@ -89,7 +89,7 @@ class Services:
         self.prediction_log.start()
         s = self.settings
         self._every(s.reload_interval_s, self.lifecycle.sync_all)
-        self._every(s.traffic_interval_s, self.lifecycle.follow_splits)
+        self._every(s.traffic_interval_s, self.lifecycle.follow)
         self._every(s.drift_interval_s, self.monitor.check_all)
         self._every(HEARTBEAT_S, self.retrain.heartbeat)
         if self.automation.models:

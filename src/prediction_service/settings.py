@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     traffic_interval_s: float = Field(
         default=1.0,
         gt=0,
-        description="how often each worker reads the traffic splits other workers stored",
+        description="how often each worker reads the traffic splits and champion changes "
+        "other workers stored",
     )
     drift_window: int = Field(default=1000, ge=10)
     drift_min_rows: int = Field(default=200, ge=10)

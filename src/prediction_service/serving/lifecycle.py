@@ -11,7 +11,7 @@ from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import CHALLENGER
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.storage.automation import EventStore
-from prediction_service.storage.jobs import TrafficStore
+from prediction_service.storage.jobs import Split, TrafficStore
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,16 @@ class ModelLifecycle:
         # an admin change landing in between was overwritten by the stale read (a test
         # caught a 10% split surviving "set to 0" until the next poll).
         self._lock = threading.RLock()
-        # The stored split (challenger percent) of each model as this worker last applied it.
-        self._applied: dict[str, float] = {}
+        # Each model's stored split and champion generation as this worker last applied them.
+        self._applied: dict[str, Split] = {}
 
     # -- following the registry ------------------------------------------------------
-    def sync(self, name: str, splits: dict[str, float] | None = None) -> None:
+    def sync(self, name: str, splits: dict[str, Split] | None = None) -> None:
         """Serve the current champion (and challenger, if split); failures keep the old one."""
         with self._lock:
             self._sync(name, splits)
 
-    def _sync(self, name: str, splits: dict[str, float] | None) -> None:
+    def _sync(self, name: str, splits: dict[str, Split] | None) -> None:
         try:
             self.store.load_champion(name)
         except Exception as exc:  # noqa: BLE001 - reported by the store; keep serving
@@ -61,8 +61,8 @@ class ModelLifecycle:
         try:
             if splits is None:
                 splits = self.traffic.all()
-            self._applied[name] = splits.get(name, 0.0)
-            self._sync_challenger(name, self._applied[name])
+            self._applied[name] = split = splits.get(name, Split())
+            self._sync_challenger(name, split.percent)
         except Exception as exc:  # noqa: BLE001
             log.error("could not sync the challenger of %s: %s", name, exc)
 
@@ -72,28 +72,48 @@ class ModelLifecycle:
                 splits = self.traffic.all()
             except Exception as exc:  # noqa: BLE001 - a database outage must not stop reloads
                 log.warning("traffic splits unavailable: %s", exc)
-                splits = {name: self.store.challenger(name)[1] for name in self.store.specs}
+                splits = {
+                    name: self._applied.get(name, Split())._replace(
+                        percent=self.store.challenger(name)[1]
+                    )
+                    for name in self.store.specs
+                }
             for name in self.store.specs:
                 self._sync(name, splits)
 
-    def follow_splits(self) -> None:
-        """Sync the models whose stored split another worker changed since this one last
-        applied it: a canary started or ended, a split set or cleared by an admin. One small
-        query, run every ``traffic_interval_s``, so a rolled-back challenger stops getting
-        traffic on every worker within about a second rather than at the next registry poll.
-        (A split ended by a promotion brings the new champion along.)"""
+    def follow(self) -> None:
+        """Sync the models another worker changed since this one last looked: a split set or
+        cleared, a canary started or ended, a champion promoted or rolled back through the
+        service. One small query, run every ``traffic_interval_s``, so every worker serves
+        the same versions within about a second rather than at its next registry poll."""
         with self._lock:
             try:
                 splits = self.traffic.all()
             except Exception:  # noqa: BLE001 - the registry poll reports database outages
                 return
             for name in self.store.specs:
-                if splits.get(name, 0.0) != self._applied.get(name, 0.0):
+                if splits.get(name, Split()) != self._applied.get(name, Split()):
                     self._sync(name, splits)
+
+    def serve_new_champion(self, name: str) -> None:
+        """Serve the champion the registry now names (a retrain job promoted it), and tell
+        the other workers."""
+        with self._lock:
+            self._sync(name, None)
+            self._champion_moved(name)
 
     def _store_split(self, name: str, percent: float) -> None:
         self.traffic.set(name, percent)
-        self._applied[name] = percent
+        self._applied[name] = self._applied.get(name, Split())._replace(percent=percent)
+
+    def _champion_moved(self, name: str) -> None:
+        try:
+            generation = self.traffic.champion_moved(name)
+        except Exception as exc:  # noqa: BLE001 - the others follow at their registry poll
+            log.warning("could not tell the other workers of %s's new champion: %s", name, exc)
+            return
+        applied = self._applied.get(name, Split())
+        self._applied[name] = applied._replace(champion_generation=generation)
 
     def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
         spec = self.store.spec(name)
@@ -134,6 +154,7 @@ class ModelLifecycle:
             self._store_split(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
         self.store.serve(model)
+        self._champion_moved(name)
         return {"model": name, "previous_version": previous, "version": model.version}
 
     def promote(

@@ -288,8 +288,9 @@ class RetrainRunner:
                 status = "succeeded"
                 if job.get("promoted"):
                     # Serve the new champion now, not at the next poll, and before the job
-                    # says it succeeded: a client that saw "succeeded" gets the new version.
-                    self.lifecycle.sync(model)
+                    # says it succeeded: a client that saw "succeeded" gets the new version
+                    # (from the other workers within their traffic interval).
+                    self.lifecycle.serve_new_champion(model)
             else:
                 error = job.get("error") or error or NO_OUTCOME
             error = None if status == "succeeded" else error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, insert, or_, select, update
 
@@ -143,14 +143,44 @@ class JobStore:
         return int(result.rowcount or 0)
 
 
+class Split(NamedTuple):
+    """What every worker follows of a model: its challenger share, and how many times its
+    champion was changed through the service."""
+
+    percent: float = 0.0
+    champion_generation: int = 0
+
+
 class TrafficStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def all(self) -> dict[str, float]:
+    def all(self) -> dict[str, Split]:
+        columns = (
+            TrafficRecord.model, TrafficRecord.challenger_percent,
+            TrafficRecord.champion_generation,
+        )  # fmt: skip
         with self.engine.connect() as conn:
-            rows = conn.execute(select(TrafficRecord.model, TrafficRecord.challenger_percent))
-            return {m: float(p) for m, p in rows}
+            return {m: Split(float(p), int(g)) for m, p, g in conn.execute(select(*columns))}
 
     def set(self, model: str, percent: float) -> None:
         upsert_by_model(self.engine, TrafficRecord, model, challenger_percent=percent)
+
+    def champion_moved(self, model: str) -> int:
+        """Count a change of ``model``'s champion; the count after it."""
+        record, now = TrafficRecord, datetime.now(UTC)
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(record)
+                .where(record.model == model)
+                .values(champion_generation=record.champion_generation + 1, updated_at=now)
+            )
+            if not found.rowcount:
+                conn.execute(
+                    insert(record).values(model=model, champion_generation=1, updated_at=now)
+                )
+            return int(
+                conn.execute(
+                    select(record.champion_generation).where(record.model == model)
+                ).scalar_one()
+            )
