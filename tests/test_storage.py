@@ -216,14 +216,14 @@ def test_jobs_and_traffic(engine: Engine) -> None:
     traffic.set("iris", 10)
     traffic.set("iris", 25)
     traffic.set("housing", 0)
-    assert traffic.all() == {"iris": Split(25.0, 0), "housing": Split(0.0, 0)}
-    # Champion changes are counted, with or without a split stored before.
-    assert traffic.champion_moved("iris") == 1
-    assert traffic.champion_moved("iris") == 2
-    assert traffic.champion_moved("automl") == 1
+    assert traffic.all() == {"iris": Split(25.0, None), "housing": Split(0.0, None)}
+    # Each champion change gets its own token, with or without a split stored before.
+    first, second = traffic.champion_moved("iris"), traffic.champion_moved("iris")
+    assert first != second
+    automl = traffic.champion_moved("automl")
     traffic.set("automl", 5)
     assert traffic.all() == {
-        "iris": Split(25.0, 2), "housing": Split(0.0, 0), "automl": Split(5.0, 1)
+        "iris": Split(25.0, second), "housing": Split(0.0, None), "automl": Split(5.0, automl)
     }  # fmt: skip
 
 

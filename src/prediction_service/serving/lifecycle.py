@@ -44,16 +44,12 @@ class ModelLifecycle:
         # an admin change landing in between was overwritten by the stale read (a test
         # caught a 10% split surviving "set to 0" until the next poll).
         self._lock = threading.RLock()
-        # Each model's stored split and champion generation as this worker last applied them.
+        # Each model's stored split and champion change as this worker last applied them.
         self._applied: dict[str, Split] = {}
 
     # -- following the registry ------------------------------------------------------
-    def sync(self, name: str, splits: dict[str, Split] | None = None) -> None:
-        """Serve the current champion (and challenger, if split); failures keep the old one."""
-        with self._lock:
-            self._sync(name, splits)
-
     def _sync(self, name: str, splits: dict[str, Split] | None) -> None:
+        """Serve the current champion (and challenger, if split); failures keep the old one."""
         try:
             self.store.load_champion(name)
         except Exception as exc:  # noqa: BLE001 - reported by the store; keep serving
@@ -72,12 +68,7 @@ class ModelLifecycle:
                 splits = self.traffic.all()
             except Exception as exc:  # noqa: BLE001 - a database outage must not stop reloads
                 log.warning("traffic splits unavailable: %s", exc)
-                splits = {
-                    name: self._applied.get(name, Split())._replace(
-                        percent=self.store.challenger(name)[1]
-                    )
-                    for name in self.store.specs
-                }
+                splits = dict(self._applied)
             for name in self.store.specs:
                 self._sync(name, splits)
 
@@ -108,12 +99,11 @@ class ModelLifecycle:
 
     def _champion_moved(self, name: str) -> None:
         try:
-            generation = self.traffic.champion_moved(name)
+            change = self.traffic.champion_moved(name)
         except Exception as exc:  # noqa: BLE001 - the others follow at their registry poll
             log.warning("could not tell the other workers of %s's new champion: %s", name, exc)
             return
-        applied = self._applied.get(name, Split())
-        self._applied[name] = applied._replace(champion_generation=generation)
+        self._applied[name] = self._applied.get(name, Split())._replace(champion_change=change)
 
     def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
         spec = self.store.spec(name)

@@ -93,15 +93,16 @@ class RetrainJobRecord(Base):
 
 
 class TrafficRecord(Base):
-    """The challenger share of a model's traffic and a count of its champion changes,
-    shared by every worker and replica."""
+    """The challenger share of a model's traffic and its last champion change, shared by
+    every worker and replica."""
 
     __tablename__ = "traffic_splits"
 
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     challenger_percent: Mapped[float] = mapped_column(Float, default=0.0)
-    # Champion changes made through the service; a change tells the other workers to reload.
-    champion_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A token of the last champion change made through the service: when it differs from
+    # what a worker last saw, that worker reloads the model.
+    champion_change: Mapped[str | None] = mapped_column(String(16), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -144,11 +145,11 @@ class JobStore:
 
 
 class Split(NamedTuple):
-    """What every worker follows of a model: its challenger share, and how many times its
-    champion was changed through the service."""
+    """What every worker follows of a model: its challenger share, and a token of the last
+    change of its champion made through the service."""
 
     percent: float = 0.0
-    champion_generation: int = 0
+    champion_change: str | None = None
 
 
 class TrafficStore:
@@ -157,30 +158,16 @@ class TrafficStore:
 
     def all(self) -> dict[str, Split]:
         columns = (
-            TrafficRecord.model, TrafficRecord.challenger_percent,
-            TrafficRecord.champion_generation,
+            TrafficRecord.model, TrafficRecord.challenger_percent, TrafficRecord.champion_change
         )  # fmt: skip
         with self.engine.connect() as conn:
-            return {m: Split(float(p), int(g)) for m, p, g in conn.execute(select(*columns))}
+            return {m: Split(float(p), c) for m, p, c in conn.execute(select(*columns))}
 
     def set(self, model: str, percent: float) -> None:
         upsert_by_model(self.engine, TrafficRecord, model, challenger_percent=percent)
 
-    def champion_moved(self, model: str) -> int:
-        """Count a change of ``model``'s champion; the count after it."""
-        record, now = TrafficRecord, datetime.now(UTC)
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                update(record)
-                .where(record.model == model)
-                .values(champion_generation=record.champion_generation + 1, updated_at=now)
-            )
-            if not found.rowcount:
-                conn.execute(
-                    insert(record).values(model=model, champion_generation=1, updated_at=now)
-                )
-            return int(
-                conn.execute(
-                    select(record.champion_generation).where(record.model == model)
-                ).scalar_one()
-            )
+    def champion_moved(self, model: str) -> str:
+        """Record a change of ``model``'s champion; the change's token."""
+        token = secrets.token_hex(8)
+        upsert_by_model(self.engine, TrafficRecord, model, champion_change=token)
+        return token
