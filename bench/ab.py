@@ -21,8 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.run import (  # noqa: E402
-    HOUSING,
-    IRIS,
+    BODIES,
     ROOT,
     free_port,
     housing_records,
@@ -38,7 +37,7 @@ def measure(url: str, args: argparse.Namespace, batch: list[dict[str, float]]) -
     if batch:
         rows = rows_per_second(f"{url}/predict/housing/batch", {"records": batch}, len(batch), 8)
         return f"{len(batch):,}-row batches {rows:,.0f} rows/s"
-    target, body = f"{url}/predict/{args.model}", IRIS if args.model == "iris" else HOUSING
+    target, body = f"{url}/predict/{args.model}", BODIES[args.model]
     warm(target, body)
     points = [wrk(target, body, c, args.seconds) for c in (1, 8)]
     return "; ".join(
@@ -49,7 +48,7 @@ def measure(url: str, args: argparse.Namespace, batch: list[dict[str, float]]) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision to compare against")
-    parser.add_argument("--model", choices=["iris", "housing"], default="iris")
+    parser.add_argument("--model", choices=sorted(BODIES), default="iris")
     parser.add_argument("--rounds", type=int, default=2, help="old/new pairs")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
     parser.add_argument("--batch", type=int, default=0, help="rows per housing batch instead")

@@ -43,6 +43,7 @@ HOUSING = {
     "MedInc": 8.3252, "HouseAge": 41.0, "AveRooms": 6.984127, "AveBedrms": 1.02381,
     "Population": 322.0, "AveOccup": 2.555556, "Latitude": 37.88, "Longitude": -122.23,
 }  # fmt: skip
+BODIES = {"iris": IRIS, "housing": HOUSING}
 
 
 def log(msg: str) -> None:
@@ -197,7 +198,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     batches = {n: housing_records(n) for n in (1000, 10000)}
     single, protocols = result["single"], result["protocols"]
-    records = {"iris": IRIS, "housing": HOUSING}
     specs = load_specs(ROOT / "config" / "models")
 
     # -- ours, and Seldon MLServer on the same champions (both up; points alternate) ----
@@ -216,9 +216,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         result["cold_start_s"]["api"] = round(s["cold_start_s"], 2)
         result["cold_start_s"]["mlserver"] = round(m["cold_start_s"], 2)
-        single.update(single_rows(s["url"], "api", records, args))
+        single.update(single_rows(s["url"], "api", BODIES, args))
         c = max(args.connections)
-        for model, body in records.items():
+        for model, body in BODIES.items():
             v2 = peers.v2_body(body)
             # MLServer's gRPC encoder fails on string class names ("expected bytes, str
             # found"), so classifiers are asked, by both servers, for predict_proba only.
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         runs[who].append(measure(target))  # type: ignore[operator]
                 for who, measured in runs.items():
                     protocols[f"{who} {lane} {model}"] = median_run(measured)
-        for model, body in records.items():
+        for model, body in BODIES.items():
             url = f"{s['url']}/invocations"
             warm(url, mlflow_body([body]), 100)
             log(f"api /invocations {model} c={c}")
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning",
            "--workers", "2"]  # fmt: skip
     with server(cmd, "/ready", port, env) as s:
-        single.update(single_rows(s["url"], "api2", records, args))
+        single.update(single_rows(s["url"], "api2", BODIES, args))
 
     # -- mlflow models serve -----------------------------------------------------------
     for model, registered, body in (
