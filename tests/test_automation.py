@@ -3,6 +3,7 @@ SQLite and PostgreSQL, one active job per model, and each trigger fired by real 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -207,6 +208,19 @@ def automated(small: Small, tmp_path: Path, request: pytest.FixtureRequest) -> I
     core.close()
 
 
+@contextlib.contextmanager
+def another_worker(core: Any) -> Iterator[Any]:
+    """A second core over ``core``'s database and registry, as a second worker is."""
+    from prediction_service.services import build_services
+
+    other = build_services(core.settings)
+    other.start()
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 def predict_iris(core: Any, rows: np.ndarray) -> list[str]:
     return list(core.predictions.predict("iris", rows, "native").ids)
 
@@ -309,37 +323,33 @@ def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) ->
     """Two cores over one database (as two workers are): both tick at once, repeatedly; the
     lease lets one act, and the database's unique index refuses a second active job even
     to a direct start that bypasses the lease."""
-    from prediction_service.services import build_services
-
     first = automated
-    second = build_services(first.settings)
-    second.start()
-    try:
-        barrier = threading.Barrier(2)
+    with another_worker(first) as second:
+        try:
+            barrier = threading.Barrier(2)
 
-        def tick(core: Any) -> None:
-            for _ in range(5):
-                barrier.wait()
-                core.automation.tick()
+            def tick(core: Any) -> None:
+                for _ in range(5):
+                    barrier.wait()
+                    core.automation.tick()
 
-        threads = [threading.Thread(target=tick, args=(c,)) for c in (first, second)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        jobs = first.retrain.jobs.list("iris")
-        assert len(jobs) == 1, jobs
-        assert [e["type"] for e in events(first)] == ["retrain_triggered"]
-        assert "scheduled: every 0.5 s, last training" in events(first)[0]["reason"]
-        # The other core, asked directly while the job runs, is refused; and had it not
-        # seen the job (a race), the database's unique index refuses a second active one.
-        with pytest.raises(ConflictError, match="already running"):
-            second.retrain.start("iris", None, None)
-        with pytest.raises(IntegrityError):
-            second.retrain.jobs.create("f" * 32, "iris", None, None)
-    finally:
-        wait_for_job(first)
-        second.close()
+            threads = [threading.Thread(target=tick, args=(c,)) for c in (first, second)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            jobs = first.retrain.jobs.list("iris")
+            assert len(jobs) == 1, jobs
+            assert [e["type"] for e in events(first)] == ["retrain_triggered"]
+            assert "scheduled: every 0.5 s, last training" in events(first)[0]["reason"]
+            # The other core, asked directly while the job runs, is refused; and had it not
+            # seen the job (a race), the database's unique index refuses a second active one.
+            with pytest.raises(ConflictError, match="already running"):
+                second.retrain.start("iris", None, None)
+            with pytest.raises(IntegrityError):
+                second.retrain.jobs.create("f" * 32, "iris", None, None)
+        finally:
+            wait_for_job(first)
 
 
 def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
@@ -467,15 +477,11 @@ def served(core: Any, model: str = "iris") -> tuple[str, str | None, float]:
 def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> None:
     """Also on a second worker over the same database, which follows the split both ways
     within its traffic interval (1 s), long before its registry poll (an hour here)."""
-    from prediction_service.services import build_services
-
     core = automated
     champion = core.store.loaded("iris").version
     core.automation.check("iris")  # the schedule: a retrain
     assert wait_for_job(core)["status"] == "succeeded"
-    other = build_services(core.settings)
-    other.start()
-    try:
+    with another_worker(core) as other:
         assert served(other) == (champion, None, 0.0)
         core.automation.check("iris")  # the gate passed: the canary starts
         assert events(core)[0]["type"] == "canary_started"
@@ -486,8 +492,6 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
         time.sleep(1.1)
         core.automation.check("iris")
         assert eventually(lambda: served(other), (champion, None, 0.0)) == (champion, None, 0.0)
-    finally:
-        other.close()
     rolled_back = events(core)[0]
     assert rolled_back["type"] == "rolled_back"
     assert rolled_back["reason"] == (
@@ -511,24 +515,18 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
 def test_another_worker_follows_promotions_and_rollbacks_within_a_second(automated: Any) -> None:
     """An admin's promotion and rollback on one worker reach a second worker over the same
     database within its traffic interval (1 s), long before its registry poll (an hour)."""
-    from prediction_service.services import build_services
-
     core = automated
     first = core.store.loaded("iris").version
     core.automation.check("iris")  # the schedule: a retrain, whose gate names a challenger
     assert wait_for_job(core)["status"] == "succeeded"
     second = core.registry.alias_version(core.specs["iris"].registered_name, "challenger")
     assert second is not None and second != first
-    other = build_services(core.settings)
-    other.start()
-    try:
+    with another_worker(core) as other:
         assert served(other) == (first, None, 0.0)
         core.lifecycle.promote("iris", second)
         assert eventually(lambda: served(other), (second, None, 0.0)) == (second, None, 0.0)
         core.lifecycle.rollback("iris")
         assert eventually(lambda: served(other), (first, None, 0.0)) == (first, None, 0.0)
-    finally:
-        other.close()
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
