@@ -56,12 +56,12 @@ async def stages(rows: int) -> dict[str, float]:
     from prediction_service.protocols import native
 
     app = create_app()
-    services = app.state.services
+    core = app.state.core
     body = orjson.dumps({"records": housing_records(rows)})
     out: dict[str, float] = {}
     async with app.router.lifespan_context(app):
-        codec, model = services.codec("housing"), services.store.get("housing")
-        predictions, log = services.predictions, services.prediction_log
+        codec, model = core.predictions.codec("housing"), core.store.get("housing")
+        predictions, log = core.predictions, core.prediction_log
         X = native.decode_batch(codec, body)
         out["parse (orjson)"] = per_call_ms(lambda: orjson.loads(body))
         out["records to array"] = per_call_ms(lambda: native.decode_batch(codec, body))

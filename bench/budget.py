@@ -46,28 +46,26 @@ def per_call_us(fn: Callable[[], Any], n: int) -> float:
 
 async def in_process(model: str, n: int) -> dict[str, float]:
     from prediction_service.api.app import create_app
-    from prediction_service.metrics import observe_one
     from prediction_service.protocols import native
+    from prediction_service.shortcuts import observe_one
     from prediction_service.storage.prediction_log import LogBatch
 
     app = create_app()
-    services = app.state.services
+    core = app.state.core
     body = orjson.dumps(BODIES[model])
     path = f"/predict/{model}"
     out: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         for _ in range(300):
             await call(app, path, body)
-        codec, served = services.codec(model), services.store.get(model)
+        codec, served = core.predictions.codec(model), core.store.get(model)
         obj = orjson.loads(body)
         X = codec.record(obj)
-        p = services.predictions.predict(model, X, native.PROTOCOL)
-        m = services.metrics
-        inst = services.predictions._instruments_for(served)
+        p = core.predictions.predict(model, X, native.NAME)
+        m = core.metrics
+        inst = core.predictions._instruments_for(served)
         rows = served.predict(X).tolist()
-        best = (
-            None if served.classes is None else services.predictions._best(served.predict(X), rows)
-        )
+        best = None if served.classes is None else core.predictions._best(served.predict(X), rows)
         http = (m.http_requests.labels(path, "POST", "200"), m.http_latency.labels(path, "POST"))
 
         def metrics() -> None:
@@ -75,12 +73,12 @@ async def in_process(model: str, n: int) -> dict[str, float]:
             m.http_in_flight.dec()
             http[0].inc()
             observe_one(http[1], 0.0004)
-            inst.predictions[native.PROTOCOL].inc(1)
+            inst.predictions[native.NAME].inc(1)
             observe_one(inst.latency["single"], 0.00002)
-            services.predictions._count(inst, served.predict(X), rows, best, served.classes)
+            core.predictions._count(inst, served.predict(X), rows, best, served.classes)
 
         predict_us = per_call_us(lambda: served.predict(X), n)
-        log = services.prediction_log
+        log = core.prediction_log
 
         ids = iter(range(10**9))
         probabilities = None if best is None else served.predict(X)

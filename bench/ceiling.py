@@ -4,7 +4,7 @@
 constant (FastAPI, uvicorn, uvloop, httptools, orjson); `--bare` serves the same reply from a
 bare ASGI callable on the same uvicorn settings: what the server stack itself can do, the
 ceiling no code of ours can pass. Both run on the API's own HTTP protocol
-(`prediction_service.api.server.HttpProtocol`, one write per response), so a ratio to them
+(`prediction_service.shortcuts.HttpProtocol`, one write per response), so a ratio to them
 measures our application code, not a server setting.
 """
 
@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.server import HttpProtocol
+from prediction_service.shortcuts import HttpProtocol
 
 REPLY = {"model": "iris", "version": "1", "prediction": "setosa", "latency_ms": 0.0}
 

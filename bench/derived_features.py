@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from prediction_service.catalog import ESTIMATORS
 from prediction_service.data import load_dataset
 from prediction_service.predictors.portable import from_bundle, to_bundle
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
-from prediction_service.training.catalog import ESTIMATORS, build_estimator
+from prediction_service.training.build import build_estimator
 from prediction_service.training.metrics import score
 
 ROUNDS, CALLS, ROWS = 6, 10, 10_000

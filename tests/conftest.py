@@ -16,7 +16,7 @@ from prediction_service.specs import ModelSpec, load_specs
 from prediction_service.training.pipeline import TrainingResult, run_training
 
 if TYPE_CHECKING:
-    from prediction_service.services import Services
+    from prediction_service.core import Core
     from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,16 +117,14 @@ def small_settings(
 
 
 @pytest.fixture
-def services(
-    small: tuple[Settings, dict[str, TrainingResult]], tmp_path: Path
-) -> Iterator[Services]:
+def core(small: tuple[Settings, dict[str, TrainingResult]], tmp_path: Path) -> Iterator[Core]:
     """The core over the small models, with a prediction log of its own; no HTTP."""
-    from prediction_service.services import build_services
+    from prediction_service.core import build_core
 
-    core = build_services(small_settings(small, tmp_path, reload_interval_s=3600))
-    core.start()
-    yield core
-    core.close()
+    built = build_core(small_settings(small, tmp_path, reload_interval_s=3600))
+    built.start()
+    yield built
+    built.close()
 
 
 def registry_copy(store: tuple[Settings, dict[str, TrainingResult]], workdir: Path) -> str:

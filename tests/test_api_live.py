@@ -72,7 +72,7 @@ def test_serving_loads_no_scikit_learn_lightgbm_skops_or_matplotlib(
         "app = create_app()\n"
         "async def main():\n"
         "    async with app.router.lifespan_context(app):\n"
-        "        kinds = {n: app.state.services.store.get(n).predictor_kind for n in ('housing', 'iris')}\n"
+        "        kinds = {n: app.state.core.store.get(n).predictor_kind for n in ('housing', 'iris')}\n"
         "        heavy = sorted(m for m in ('sklearn', 'lightgbm', 'skops', 'scipy.stats', 'matplotlib')\n"
         "                       if m in sys.modules)\n"
         "        print(kinds, heavy)\n"

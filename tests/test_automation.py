@@ -18,12 +18,14 @@ import yaml
 from scipy import stats
 from sqlalchemy.exc import IntegrityError
 
+from prediction_service.domain import ModelEvent, RetrainJob
 from prediction_service.errors import ConflictError, SpecError
 from prediction_service.serving.canary import abs_error_test, accuracy_test, t_sf
 from prediction_service.settings import Settings
 from prediction_service.specs import load_spec
-from prediction_service.storage.automation import EventStore, LeaseStore
 from prediction_service.storage.db import make_engine, migrate
+from prediction_service.storage.events import EventStore
+from prediction_service.storage.leases import LeaseStore
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT, registry_copy, small_settings, write_small_specs
 
@@ -187,8 +189,8 @@ def test_leases_on_postgresql(postgres_url: str) -> None:
 # -- the automation in one process, over a copy of the small registry ---------------------
 @pytest.fixture
 def automated(small: Small, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Services over the small models with ``request.param`` as iris's automation block."""
-    from prediction_service.services import build_services
+    """Core over the small models with ``request.param`` as iris's automation block."""
+    from prediction_service.core import build_core
 
     specs = write_automated_specs(tmp_path / "specs", "iris", request.param)
     settings = small_settings(
@@ -202,7 +204,7 @@ def automated(small: Small, tmp_path: Path, request: pytest.FixtureRequest) -> I
         drift_min_rows=20,
         drift_window=40,
     )
-    core = build_services(settings)
+    core = build_core(settings)
     core.start()
     yield core
     core.close()
@@ -211,9 +213,9 @@ def automated(small: Small, tmp_path: Path, request: pytest.FixtureRequest) -> I
 @contextlib.contextmanager
 def another_worker(core: Any) -> Iterator[Any]:
     """A second core over ``core``'s database and registry, as a second worker is."""
-    from prediction_service.services import build_services
+    from prediction_service.core import build_core
 
-    other = build_services(core.settings)
+    other = build_core(core.settings)
     other.start()
     try:
         yield other
@@ -225,17 +227,17 @@ def predict_iris(core: Any, rows: np.ndarray) -> list[str]:
     return list(core.predictions.predict("iris", rows, "native").ids)
 
 
-def events(core: Any, model: str = "iris") -> list[dict[str, Any]]:
+def events(core: Any, model: str = "iris") -> list[ModelEvent]:
     return list(core.lifecycle.events.list(model))
 
 
-def wait_for_job(core: Any, model: str = "iris", timeout_s: float = 120) -> dict[str, Any]:
+def wait_for_job(core: Any, model: str = "iris", timeout_s: float = 120) -> RetrainJob:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = core.retrain.jobs.list(model, limit=1)[0]
-        if job["status"] not in ("queued", "running"):
+        if job.status not in ("queued", "running"):
             time.sleep(0.2)  # the runner records the event right after the status
-            return dict(job)
+            return job
         time.sleep(0.2)
     raise TimeoutError("retrain job did not finish")
 
@@ -257,22 +259,22 @@ def test_drift_on_three_checks_in_a_row_triggers_a_retrain_then_cooldown_holds(
     assert core.retrain.jobs.list("iris") == []  # two checks in a row are not enough
     core.automation.check("iris")
     [triggered] = events(core)
-    assert triggered["type"] == "retrain_triggered"
-    assert triggered["reason"] == "drift on petal_length for 3 checks in a row"
-    assert triggered["details"]["trigger"] == "drift"
+    assert triggered.type == "retrain_triggered"
+    assert triggered.reason == "drift on petal_length for 3 checks in a row"
+    assert triggered.details["trigger"] == "drift"
     job = wait_for_job(core)
-    assert job["status"] == "succeeded", job
+    assert job.status == "succeeded", job
     # Without a canary (rollout: direct), the gate's promotion is the last decision.
     promoted, succeeded, _ = events(core)
-    assert (promoted["type"], succeeded["type"]) == ("promoted", "retrain_succeeded")
-    assert promoted["reason"].startswith("the quality gate: test accuracy")
-    assert promoted["version"] == succeeded["version"] == job["version"]
-    assert core.store.loaded("iris").version == job["version"]  # served at once
+    assert (promoted.type, succeeded.type) == ("promoted", "retrain_succeeded")
+    assert promoted.reason.startswith("the quality gate: test accuracy")
+    assert promoted.version == succeeded.version == job.version
+    assert core.store.loaded("iris").version == job.version  # served at once
     # The traffic still drifts, and three more checks pass, but the cooldown holds.
     for _ in range(4):
         core.automation.check("iris")
     assert len(core.retrain.jobs.list("iris")) == 1
-    assert core.automation.states.get("iris")["drift_streak"] >= 3
+    assert core.automation.states.get("iris").drift_streak >= 3
 
 
 QUALITY = {"triggers": {"live_quality": {"min_labels": 30}}, "cooldown_s": 600}
@@ -293,11 +295,11 @@ def test_live_quality_below_the_spec_s_bound_triggers_a_retrain(automated: Any) 
             assert core.retrain.jobs.list("iris") == []
     core.automation.check("iris")
     [triggered] = events(core)
-    assert triggered["details"]["trigger"] == "live_quality"
+    assert triggered.details["trigger"] == "live_quality"
     assert "over its last 30 labelled predictions: accuracy 0.3333 < required 0.85" in (
-        triggered["reason"]
+        triggered.reason
     )
-    assert wait_for_job(core)["status"] == "succeeded"
+    assert wait_for_job(core).status == "succeeded"
 
 
 NEW_DATA = {"triggers": {"new_data": True}, "cooldown_s": 0}
@@ -313,9 +315,9 @@ def test_a_changed_data_file_triggers_a_retrain(automated: Any) -> None:
         fh.write("5.0,3.4,1.5,0.2,0\n")
     core.automation.check("iris")
     [triggered] = events(core)
-    assert triggered["details"]["trigger"] == "new_data"
-    assert f"{data} changed since version" in triggered["reason"]
-    assert wait_for_job(core)["status"] == "succeeded"
+    assert triggered.details["trigger"] == "new_data"
+    assert f"{data} changed since version" in triggered.reason
+    assert wait_for_job(core).status == "succeeded"
 
 
 @pytest.mark.parametrize("automated", [{"triggers": {"schedule_s": 0.5}}], indirect=True)
@@ -340,8 +342,8 @@ def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) ->
                 t.join()
             jobs = first.retrain.jobs.list("iris")
             assert len(jobs) == 1, jobs
-            assert [e["type"] for e in events(first)] == ["retrain_triggered"]
-            assert "scheduled: every 0.5 s, last training" in events(first)[0]["reason"]
+            assert [e.type for e in events(first)] == ["retrain_triggered"]
+            assert "scheduled: every 0.5 s, last training" in events(first)[0].reason
             # The other core, asked directly while the job runs, is refused; and had it not
             # seen the job (a race), the database's unique index refuses a second active one.
             with pytest.raises(ConflictError, match="already running"):
@@ -362,9 +364,9 @@ def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
     store.add("iris", "retrain_succeeded", "version 2 passed", "2")
     store.add("housing", "promoted", "by an admin", "5")
     got = store.list("iris")
-    assert [e["type"] for e in got] == ["retrain_succeeded", "retrain_triggered"]
-    assert got[1]["details"] == {"job_id": "j1"} and got[0]["version"] == "2"
-    assert [e["type"] for e in store.list("iris", types=["retrain_triggered"])] == [
+    assert [e.type for e in got] == ["retrain_succeeded", "retrain_triggered"]
+    assert got[1].details == {"job_id": "j1"} and got[0].version == "2"
+    assert [e.type for e in store.list("iris", types=["retrain_triggered"])] == [
         "retrain_triggered"
     ]
     with pytest.raises(ValueError, match="unknown event type"):
@@ -425,11 +427,11 @@ def test_include_feedback_trains_on_labelled_rows_and_records_the_lineage(
 def test_feedback_rows_are_validated_like_the_csv(small: Small, tmp_path: Path) -> None:
     """A labelled row the spec no longer admits (its range narrowed since) stops training
     with the row count and the reason, as a bad CSV row does."""
+    from prediction_service.core import build_core
     from prediction_service.errors import DataValidationError
-    from prediction_service.services import build_services
     from prediction_service.training.feedback import load_feedback
 
-    core = build_services(small_settings(small, tmp_path))
+    core = build_core(small_settings(small, tmp_path))
     core.start()
     try:
         ids = core.predictions.predict("iris", IRIS.iloc[:3, :4].to_numpy(), "native").ids
@@ -480,11 +482,11 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
     core = automated
     champion = core.store.loaded("iris").version
     core.automation.check("iris")  # the schedule: a retrain
-    assert wait_for_job(core)["status"] == "succeeded"
+    assert wait_for_job(core).status == "succeeded"
     with another_worker(core) as other:
         assert served(other) == (champion, None, 0.0)
         core.automation.check("iris")  # the gate passed: the canary starts
-        assert events(core)[0]["type"] == "canary_started"
+        assert events(core)[0].type == "canary_started"
         challenger, percent = core.store.challenger("iris")
         assert challenger is not None and percent == 30
         canary = (champion, challenger.version, 30)
@@ -493,8 +495,8 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
         core.automation.check("iris")
         assert eventually(lambda: served(other), (champion, None, 0.0)) == (champion, None, 0.0)
     rolled_back = events(core)[0]
-    assert rolled_back["type"] == "rolled_back"
-    assert rolled_back["reason"] == (
+    assert rolled_back.type == "rolled_back"
+    assert rolled_back.reason == (
         "undecided after 1 s: 0 labelled predictions for the challenger and 0 for the "
         "champion, 50 needed for each"
     )
@@ -507,8 +509,8 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
         "undecided"
     )
     core.automation.check("iris")  # a decided version is not canaried again
-    assert events(core)[0]["type"] == "rolled_back"
-    assert core.automation.states.get("iris").get("canary") is None
+    assert events(core)[0].type == "rolled_back"
+    assert core.automation.states.get("iris").canary is None
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
@@ -518,7 +520,7 @@ def test_another_worker_follows_promotions_and_rollbacks_within_a_second(automat
     core = automated
     first = core.store.loaded("iris").version
     core.automation.check("iris")  # the schedule: a retrain, whose gate names a challenger
-    assert wait_for_job(core)["status"] == "succeeded"
+    assert wait_for_job(core).status == "succeeded"
     second = core.registry.alias_version(core.specs["iris"].registered_name, "challenger")
     assert second is not None and second != first
     with another_worker(core) as other:
@@ -559,15 +561,15 @@ def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> No
     assert ok is None
 
 
-def test_requests_are_counted_per_version(services: Any) -> None:
+def test_requests_are_counted_per_version(core: Any) -> None:
     """What the error-rate guardrail reads: each served version's requests in this process,
     answered and failed (a model that raises)."""
-    champion = services.store.loaded("iris")
+    champion = core.store.loaded("iris")
     rows = IRIS.iloc[:, :4].to_numpy(dtype=float)
     for i in range(3):
-        services.predictions.predict("iris", rows[i : i + 2], "native")
-    assert services.predictions.requests("iris", champion.version) == (3, 0)
+        core.predictions.predict("iris", rows[i : i + 2], "native")
+    assert core.predictions.requests("iris", champion.version) == (3, 0)
     with pytest.raises(Exception):
-        services.predictions.predict("iris", np.ones((1, 7)), "native")  # the wrong width
-    assert services.predictions.requests("iris", champion.version) == (3, 1)
-    assert services.predictions.requests("iris", "no such version") == (0, 0)
+        core.predictions.predict("iris", np.ones((1, 7)), "native")  # the wrong width
+    assert core.predictions.requests("iris", champion.version) == (3, 1)
+    assert core.predictions.requests("iris", "no such version") == (0, 0)

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prediction_service.core import Core
 from prediction_service.errors import NotExplainableError
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import explainer_from_bundle
 from prediction_service.registry.store import PREDICTOR_FILE
-from prediction_service.services import Services
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, small_settings
@@ -67,27 +67,27 @@ def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
     assert worst < 1e-9 and adds_up < 1e-9
 
 
-def test_contributions_add_up_to_each_prediction(services: Services, tmp_path: Path) -> None:
+def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> None:
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").head(50)
-    X = services.codec("housing").matrix(frame[list(HOUSING_RECORD)].to_numpy(float))
-    p, c = services.predictions.explain("housing", X, "req-explain")
-    names = services.store.spec("housing").model_feature_names  # derived features included
+    X = core.predictions.codec("housing").matrix(frame[list(HOUSING_RECORD)].to_numpy(float))
+    p, c = core.predictions.explain("housing", X, "explain", "req-explain")
+    names = core.store.spec("housing").model_feature_names  # derived features included
     assert c.shape == (50, 1, len(names) + 1) and len(names) > len(HOUSING_RECORD)
     housing_error = np.abs(c.sum(axis=2)[:, 0] - np.array(p.values)).max()
 
     iris = pd.read_csv(ROOT / "data" / "iris_raw.csv")
-    Xi = services.codec("iris").matrix(iris.iloc[:, :4].to_numpy(float))
-    q, ci = services.predictions.explain("iris", Xi)
+    Xi = core.predictions.codec("iris").matrix(iris.iloc[:, :4].to_numpy(float))
+    q, ci = core.predictions.explain("iris", Xi, "explain")
     assert ci.shape == (150, 3, 5)
     assert q.probabilities is not None
     iris_error = np.abs(_softmax(ci.sum(axis=2)) - q.probabilities).max()
     print(f"worst |base + sum - prediction|: housing {housing_error:.1e}, iris {iris_error:.1e}")
     assert housing_error < 1e-6 and iris_error < 1e-9
     # Linear: coefficient times the scaled value, so a feature at its training mean adds 0.
-    served = services.store.get("iris")
+    served = core.store.get("iris")
     assert served.explain is not None and served.predictor_kind == "portable"
 
-    services.close()
+    core.close()
     with sqlite3.connect(tmp_path / "predictions.db") as conn:
         rows = conn.execute(
             "SELECT model, protocol, COUNT(*) FROM predictions GROUP BY 1, 2 ORDER BY 1"
@@ -95,20 +95,20 @@ def test_contributions_add_up_to_each_prediction(services: Services, tmp_path: P
     assert rows == [("housing", "explain", 50), ("iris", "explain", 150)]
 
 
-def test_a_version_without_an_exact_explainer_is_refused(services: Services) -> None:
-    served = services.store.get("housing")
-    services.store.serve(dataclasses.replace(served, explain=None, unexplained="for this test"))
-    X = services.codec("housing").record(HOUSING_RECORD)
+def test_a_version_without_an_exact_explainer_is_refused(core: Core) -> None:
+    served = core.store.get("housing")
+    core.store.serve(dataclasses.replace(served, explain=None, unexplained="for this test"))
+    X = core.predictions.codec("housing").record(HOUSING_RECORD)
     with pytest.raises(NotExplainableError, match="cannot be explained: for this test") as info:
-        services.predictions.explain("housing", X)
+        core.predictions.explain("housing", X, "explain")
     assert info.value.status_code == 501
 
 
-def test_a_bundle_from_before_explanations_says_so(services: Services) -> None:
+def test_a_bundle_from_before_explanations_says_so(core: Core) -> None:
     """A forest stored without node counts (trained before explanations) is served, not
     explained; a tampered check makes the explainer refuse itself."""
-    served = services.store.get("housing")
-    bundle = dict(services.registry.load_run_arrays(served.info.run_id, PREDICTOR_FILE))
+    served = core.store.get("housing")
+    bundle = dict(core.registry.load_run_arrays(served.info.run_id, PREDICTOR_FILE))
     assert explainer_from_bundle(bundle)[0] is not None
     old = {k: v for k, v in bundle.items() if k not in ("forest_count", "check_contributions")}
     assert explainer_from_bundle(old) == (None, explainer_from_bundle(old)[1])

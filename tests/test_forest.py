@@ -6,10 +6,11 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from prediction_service.metrics import Metrics, observe_many, observe_one
+from prediction_service.metrics import Metrics
 from prediction_service.predictors import forest as forest_module
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import make_predictor
+from prediction_service.shortcuts import observe_many, observe_one
 
 rng = np.random.default_rng(1)
 X = rng.normal(size=(3000, 6))

@@ -7,7 +7,7 @@ import socket
 
 import uvloop
 
-from prediction_service.api.server import OneWriteTransport
+from prediction_service.shortcuts import OneWriteTransport
 
 
 async def _scenario() -> list[bytes | None]:

@@ -28,9 +28,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from prediction_service.core import build_core
+from prediction_service.domain import RetrainJob
 from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
-from prediction_service.services import build_services
 from prediction_service.serving.kubernetes import JOB_ID_LABEL, KubernetesLauncher
 from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.settings import Settings
@@ -189,20 +190,20 @@ def k8s_settings(small: Small, tmp_path: Path) -> Settings:
 
 def make_runner(settings: Settings, cluster: FakeCluster) -> RetrainRunner:
     """A service's runner with the Kubernetes launcher pointed at the stand-in cluster."""
-    services = build_services(settings.model_copy(update={"retrain_backend": "process"}))
+    core = build_core(settings.model_copy(update={"retrain_backend": "process"}))
     launcher = KubernetesLauncher(cluster.api_client(), NAMESPACE, TEMPLATE["metadata"]["name"],
                                   settings.k8s_poll_s)  # fmt: skip
     runner = RetrainRunner(
-        settings, services.retrain.jobs, services.lifecycle, Metrics(), launcher=launcher
+        settings, core.retrain.jobs, core.lifecycle, Metrics(), launcher=launcher
     )
-    migrate(services.engine)
-    services.lifecycle.sync_all()
+    migrate(core.engine)
+    core.lifecycle.sync_all()
     return runner
 
 
-def wait_for(runner: RetrainRunner, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+def wait_for(runner: RetrainRunner, job_id: str, timeout_s: float = 120.0) -> RetrainJob:
     deadline = time.monotonic() + timeout_s
-    while (job := runner.get(job_id))["status"] in ("queued", "running"):
+    while (job := runner.get(job_id)).active:
         assert time.monotonic() < deadline, job
         time.sleep(0.1)
     return job
@@ -221,19 +222,19 @@ def test_a_retrain_becomes_a_job_from_the_template_and_its_outcome_is_recorded(
     registry = Registry(k8s_settings.effective_tracking_uri, k8s_settings.artifact_path)
     before = registry.champion_version("IrisBestModel")
     job = runner.start("iris", ["logistic_regression"], None)
-    assert job["status"] == "queued"
-    done = wait_for(runner, job["id"])
+    assert job.status == "queued"
+    done = wait_for(runner, job.id)
 
     (created,) = cluster.jobs.values()
     print("the Job the runner created:\n" + yaml.safe_dump(created, sort_keys=False))
     template = TEMPLATE["spec"]["jobTemplate"]
-    assert created["metadata"]["name"] == f"prediction-service-retrain-{job['id'][:16]}"
+    assert created["metadata"]["name"] == f"prediction-service-retrain-{job.id[:16]}"
     assert created["metadata"]["namespace"] == NAMESPACE
-    assert created["metadata"]["labels"][JOB_ID_LABEL] == job["id"]
-    assert created["spec"]["template"]["metadata"]["labels"][JOB_ID_LABEL] == job["id"]
+    assert created["metadata"]["labels"][JOB_ID_LABEL] == job.id
+    assert created["spec"]["template"]["metadata"]["labels"][JOB_ID_LABEL] == job.id
     assert created["metadata"]["annotations"]["prediction-service/model"] == "iris"
     container = created["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["train", "iris", "--job-id", job["id"],
+    assert container["args"] == ["train", "iris", "--job-id", job.id,
                                  "--candidates", "logistic_regression"]  # fmt: skip
     # Everything else is the template's, untouched: image, env, Secrets, limits, security.
     expected = template["spec"]["template"]["spec"]["containers"][0]
@@ -243,18 +244,18 @@ def test_a_retrain_becomes_a_job_from_the_template_and_its_outcome_is_recorded(
     assert created["spec"]["backoffLimit"] == template["spec"]["backoffLimit"] == 0
     assert created["spec"]["template"]["spec"]["serviceAccountName"] == "prediction-service-train"
 
-    assert done["status"] == "succeeded", done
-    assert done["version"] is not None and done["version"] != before
-    assert done["metrics"]["test_accuracy"] > 0.8
-    assert done["promoted"] is True  # the small specs' gate has no tolerance to miss
-    assert registry.champion_version("IrisBestModel") == done["version"]
+    assert done.status == "succeeded", done
+    assert done.version is not None and done.version != before
+    assert done.metrics["test_accuracy"] > 0.8
+    assert done.promoted is True  # the small specs' gate has no tolerance to miss
+    assert registry.champion_version("IrisBestModel") == done.version
     # The runner served the new champion before it said "succeeded".
     served = runner.lifecycle.store.loaded("iris")
-    assert served is not None and served.version == done["version"]
+    assert served is not None and served.version == done.version
     assert ("GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/prediction-service-retrain") \
         in cluster.requests  # fmt: skip
     # The pod's output became the job's log, as a local job's is.
-    saved = runner.log_path(job["id"]).read_text()
+    saved = runner.log_path(job.id).read_text()
     assert (
         "[iris] logistic_regression" in saved
         and saved == cluster.output(created["metadata"]["name"]).read_text()
@@ -268,13 +269,13 @@ def test_a_failed_job_is_reported_with_the_clusters_reason(
     with FakeCluster(pod_env(k8s_settings), fail_with="DeadlineExceeded") as cluster:
         runner = make_runner(k8s_settings, cluster)
         job = runner.start("housing", None, None)
-        done = wait_for(runner, job["id"], 30)
-    assert done["status"] == "failed"
-    assert done["error"] == (
-        f"Kubernetes Job prediction-service-retrain-{job['id'][:16]} failed: "
+        done = wait_for(runner, job.id, 30)
+    assert done.status == "failed"
+    assert done.error == (
+        f"Kubernetes Job prediction-service-retrain-{job.id[:16]} failed: "
         "DeadlineExceeded: Job has reached the specified backoff limit"
     )
-    assert done["version"] is None
+    assert done.version is None
 
 
 def test_jobs_outlive_the_pod_that_started_them(
@@ -286,18 +287,17 @@ def test_jobs_outlive_the_pod_that_started_them(
     while not cluster.procs:
         time.sleep(0.05)
     first.shutdown()
-    assert JobStore(make_engine(k8s_settings.effective_database_url)).get(job["id"])[
-        "status"
-    ] == "running"  # fmt: skip
+    stored = JobStore(make_engine(k8s_settings.effective_database_url)).get(job.id)
+    assert stored is not None and stored.status == "running"
     assert next(iter(cluster.procs.values())).poll() is None  # still training
 
     second = make_runner(k8s_settings, cluster)
     assert second.recover() == 0  # nothing marked interrupted: it is watched again
-    assert second.get(job["id"])["progress"].startswith(
+    assert (second.get(job.id).progress or "").startswith(
         f"running as Kubernetes Job {NAMESPACE}/prediction-service-retrain-"
     )
-    done = wait_for(second, job["id"])
-    assert done["status"] == "succeeded", done
+    done = wait_for(second, job.id)
+    assert done.status == "succeeded", done
     assert len(cluster.jobs) == 1  # not started twice
     second.shutdown()
 
@@ -312,7 +312,7 @@ def test_the_kubernetes_backend_needs_a_cluster(tmp_path: Path, small: Small) ->
     os.environ.update(env | {"KUBECONFIG": str(tmp_path / "missing")})
     try:
         with pytest.raises(ServiceError, match="no cluster configuration was found"):
-            build_services(settings)
+            build_core(settings)
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -357,11 +357,11 @@ def test_a_job_pod_trains_against_a_tracking_server_with_no_shared_disk(
         runner = make_runner(settings, cluster)
         assert Registry(url, api_disk).champion_version("IrisBestModel") is None  # a new server
         job = runner.start("iris", ["logistic_regression"], None)
-        done = wait_for(runner, job["id"])
-        assert done["status"] == "succeeded", done
-        assert done["promoted"] is True
+        done = wait_for(runner, job.id)
+        assert done.status == "succeeded", done
+        assert done.promoted is True
         served = runner.lifecycle.store.loaded("iris")
-        assert served is not None and served.version == done["version"]
+        assert served is not None and served.version == done.version
         runner.shutdown()
     stored = [p.name for p in server_artifacts.rglob("*") if p.is_file()]
     assert "MLmodel" in stored, stored

@@ -15,7 +15,7 @@ from prediction_service.predictors.portable import (
     make_predictor,
     to_bundle,
 )
-from prediction_service.training.catalog import build_estimator
+from prediction_service.training.build import build_estimator
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(300, 5))

@@ -531,7 +531,10 @@ def test_cors_only_for_configured_origins(guarded: LiveServer) -> None:
 
 def test_serving_beyond_loopback_without_keys_warns(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICT_API_KEYS")}
-    script = "from prediction_service.api.cli import warn_if_open; warn_if_open('0.0.0.0')"
+    script = (
+        "from prediction_service.commands.serve import warn_if_open; "
+        "from prediction_service.settings import Settings; warn_if_open('0.0.0.0', Settings())"
+    )
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True,
         text=True, timeout=60,

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 
 from prediction_service.api.routes.models import describe
+from prediction_service.core import build_core
 from prediction_service.registry.store import REPORT_FILE
-from prediction_service.services import build_services
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import small_settings
@@ -58,10 +58,10 @@ def test_each_training_logs_a_report_with_its_figures(
 
 
 def test_the_served_version_links_its_report(small: Small, tmp_path: Path) -> None:
-    services = build_services(small_settings(small, tmp_path))
-    services.start()
+    core = build_core(small_settings(small, tmp_path))
+    core.start()
     try:
-        info = describe(services.store, "iris")
-        assert info["report"] == f"runs:/{info['run_id']}/{REPORT_FILE}"
+        info = describe(core.store, "iris")
+        assert info.report == f"runs:/{info.run_id}/{REPORT_FILE}"
     finally:
-        services.close()
+        core.close()

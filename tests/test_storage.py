@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
+from prediction_service.domain import TrainingOutcome
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, make_engine, migrate
-from prediction_service.storage.jobs import JobStore, Split, TrafficStore
+from prediction_service.storage.jobs import JobStore
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
+from prediction_service.storage.traffic import Split, TrafficStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -71,9 +73,9 @@ def test_every_queued_row_is_written_by_close(engine: Engine) -> None:
     assert count(engine) == 1234
     assert metrics.log_written._value.get() == 1234
     stored = log.find(f"{150:032x}")  # a row from the middle of a 100-row request
-    assert stored is not None and stored["features"] == {"a": 150.0}
-    assert stored["prediction"] == "setosa"
-    assert stored["probabilities"] == {"setosa": 0.9, "versicolor": 0.1}
+    assert stored is not None and stored.features == {"a": 150.0}
+    assert stored.prediction == "setosa"
+    assert stored.probabilities == {"setosa": 0.9, "versicolor": 0.1}
 
 
 def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:
@@ -83,10 +85,10 @@ def test_history_is_newest_first_with_a_cursor(engine: Engine) -> None:
         log.record(rows([i], model="iris" if i % 2 else "housing"))
     log.close()
     page, cursor = log.history("iris", limit=3, before=None)
-    assert [p["id"] for p in page] == [f"{i:032x}" for i in (9, 7, 5)]
+    assert [p.id for p in page] == [f"{i:032x}" for i in (9, 7, 5)]
     rest, end = log.history("iris", limit=3, before=cursor)
-    assert [p["id"] for p in rest] == [f"{i:032x}" for i in (3, 1)] and end is None
-    assert page[0]["created_at"].endswith("+00:00")
+    assert [p.id for p in rest] == [f"{i:032x}" for i in (3, 1)] and end is None
+    assert page[0].created_at.endswith("+00:00")
 
 
 def test_created_at_is_stored_to_the_microsecond(engine: Engine) -> None:
@@ -97,7 +99,7 @@ def test_created_at_is_stored_to_the_microsecond(engine: Engine) -> None:
         log.record(rows([i])._replace(created_at=t))
     log.close()
     page, _ = log.history(None, limit=10, before=None)
-    stored = [datetime.fromisoformat(p["created_at"]).timestamp() for p in reversed(page)]
+    stored = [datetime.fromisoformat(p.created_at).timestamp() for p in reversed(page)]
     assert stored == pytest.approx(when, abs=1.5e-6)
 
 
@@ -111,9 +113,9 @@ def test_ground_truth_is_stored_once(engine: Engine) -> None:
     assert log.set_actual(f"{1:032x}", "virginica") is False
     assert log.set_actual(f"{2:032x}", 2.5) is True
     stored = log.find(f"{1:032x}")
-    assert stored is not None and stored["actual"] == "setosa"
-    assert stored["features"] == {"a": 1.0}
-    assert stored["probabilities"] == {"setosa": 0.9, "versicolor": 0.1}
+    assert stored is not None and stored.actual == "setosa"
+    assert stored.features == {"a": 1.0}
+    assert stored.probabilities == {"setosa": 0.9, "versicolor": 0.1}
     assert log.recent_feedback("iris", "1", 10) == [("setosa", "setosa")]
     assert log.recent_feedback("housing", "4", 10) == [(2.0, 2.5)]
     assert log.recent("housing", 5) == [({"a": 2.0}, 2.0)]
@@ -197,20 +199,24 @@ def test_a_full_queue_slows_requests_down_and_loses_nothing(engine: Engine) -> N
 def test_jobs_and_traffic(engine: Engine) -> None:
     jobs = JobStore(engine)
     job = jobs.create("a" * 32, "iris", ["knn"], None)
-    assert job["status"] == "queued" and job["candidates"] == ["knn"]
-    assert jobs.active("iris")["id"] == "a" * 32  # type: ignore[index]
-    jobs.update("a" * 32, status="running")
+    assert job.status == "queued" and job.candidates == ["knn"]
+    assert jobs.active("iris").id == "a" * 32  # type: ignore[union-attr]
+    jobs.mark_running("a" * 32)
     jobs.create("b" * 32, "housing", None, "data/x.csv")
-    jobs.update(
-        "b" * 32, status="succeeded", version="3", promoted=True, metrics={"test_rmse": 0.4}
-    )
+    outcome = TrainingOutcome(
+        model="housing", registered_name="H", version="3", promoted=True, canary=False,
+        reason="gate", feedback_rows=0, chosen="lightgbm", run_id="r", seconds=1.0,
+        metrics={"test_rmse": 0.4},
+    )  # fmt: skip
+    jobs.record_outcome("b" * 32, outcome, None)
+    assert jobs.finish("b" * 32, "succeeded", None, unless="")
     assert jobs.unfinished()[0][0] == "a" * 32
     assert jobs.fail_interrupted("stopped", []) == 0
     assert jobs.fail_interrupted("stopped", ["a" * 32, "b" * 32]) == 1  # b had ended
-    assert jobs.get("a" * 32)["status"] == "failed"  # type: ignore[index]
+    assert jobs.get("a" * 32).status == "failed"  # type: ignore[union-attr]
     assert jobs.active("iris") is None
-    assert [j["id"] for j in jobs.list()] == ["b" * 32, "a" * 32]
-    assert jobs.get("b" * 32)["metrics"] == {"test_rmse": 0.4}  # type: ignore[index]
+    assert [j.id for j in jobs.list()] == ["b" * 32, "a" * 32]
+    assert jobs.get("b" * 32).metrics == {"test_rmse": 0.4}  # type: ignore[union-attr]
 
     traffic = TrafficStore(engine)
     traffic.set("iris", 10)

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from prediction_service.commands.train import EXIT_NOT_PROMOTED, main
 from prediction_service.registry import Registry
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
-from prediction_service.training.cli import EXIT_NOT_PROMOTED, main
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT
 

@@ -1,3 +1,3 @@
-from prediction_service.cli import main
+from prediction_service.commands import main
 
 raise SystemExit(main())

@@ -16,6 +16,10 @@ class ServiceError(Exception):
         self.message = message
 
 
+class ConfigurationError(ServiceError):
+    """A setting the service cannot run with; the message says what to set instead."""
+
+
 class SpecError(ServiceError):
     def __init__(self, path: Path, field: str, message: str) -> None:
         where = f"{path}: {field}: " if field else f"{path}: "
@@ -86,8 +90,8 @@ class MethodNotAllowedError(ServiceError):
     status_code = 405
     reason = "method_not_allowed"
 
-    def __init__(self, method: str) -> None:
-        super().__init__(f"method {method} is not allowed here; use POST")
+    def __init__(self, method: str, allowed: str = "POST") -> None:
+        super().__init__(f"method {method} is not allowed here; use {allowed}")
 
 
 class NotExplainableError(ServiceError):

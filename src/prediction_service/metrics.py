@@ -9,10 +9,7 @@ per-worker values combine.
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
-from typing import Any
 
-import numpy as np
 import psutil
 from prometheus_client import (
     CollectorRegistry,
@@ -35,32 +32,6 @@ VALUE_BUCKETS = (
     1000.0,
 )  # fmt: skip
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-
-
-def observe_one(child: Any, value: float) -> None:
-    """``child.observe(value)``, with the bucket found by bisection in C instead of
-    prometheus_client's Python loop over the bounds: 0.5-1.0 us instead of 0.7-1.3 us a call
-    here (three a single-row request: HTTP latency, model latency, value or confidence).
-    Same attributes as ``observe_many``; a test compares the exposition with ``observe``'s."""
-    child._sum.inc(value)
-    if value == value:  # NaN fits no bucket, as in observe()
-        child._buckets[bisect_left(child._upper_bounds, value)].inc(1)
-
-
-def observe_many(child: Any, values: np.ndarray) -> None:
-    """``child.observe(v)`` for every value, in one pass: a bucket add per bucket, not per value.
-
-    prometheus_client has no bulk observe, and 10,000 calls cost ~15 ms per batch. This
-    writes the histogram's own per-bucket counters and sum (the attributes ``observe`` uses),
-    so the exposition is the same; a test compares the two.
-    """
-    bounds = np.asarray(child._upper_bounds)
-    # observe() counts a value in the first bucket whose bound is >= it (bounds end at +Inf).
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    child._sum.inc(float(np.sum(values)))
-    for bucket, count in zip(child._buckets, counts.tolist()):
-        if count:
-            bucket.inc(count)
 
 
 def multiprocess_dir() -> str | None:

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prediction_service.storage import prediction_log
+
 
 class Settings(BaseSettings):
     """Every knob of the service and the trainers.
@@ -55,15 +57,15 @@ class Settings(BaseSettings):
     )
     grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
     grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
-    log_queue_size: int = Field(default=100_000, ge=1)
+    log_queue_size: int = Field(default=prediction_log.DEFAULT_QUEUE_ROWS, ge=1)
     log_full_wait_s: float = Field(
-        default=5.0,
+        default=prediction_log.DEFAULT_FULL_WAIT_S,
         ge=0,
         description="how long a request waits for room in a full log queue before its rows "
         "are dropped",
     )
-    log_batch_size: int = Field(default=2000, ge=1)
-    log_flush_interval_s: float = Field(default=0.2, gt=0)
+    log_batch_size: int = Field(default=prediction_log.DEFAULT_BATCH_ROWS, ge=1)
+    log_flush_interval_s: float = Field(default=prediction_log.DEFAULT_FLUSH_INTERVAL_S, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)
     traffic_interval_s: float = Field(
         default=1.0,
@@ -100,6 +102,11 @@ class Settings(BaseSettings):
         description="the suspended CronJob whose jobTemplate every retrain Job copies",
     )
     k8s_poll_s: float = Field(default=5.0, gt=0, description="how often a Job's status is read")
+    shortcuts: bool = Field(
+        default=True,
+        description="use the measured shortcuts through libraries' private internals "
+        "(prediction_service/shortcuts.py); false: public APIs only",
+    )
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.home / path)

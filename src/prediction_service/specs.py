@@ -11,9 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from prediction_service.catalog import ESTIMATORS, Task
 from prediction_service.errors import InvalidInputError, SpecError
-
-Task = Literal["regression", "classification"]
 
 # metric name -> (task, True when larger is better)
 METRICS: dict[str, tuple[Task, bool]] = {
@@ -126,6 +125,20 @@ class Threshold(_Strict):
     max: float | None = None
 
 
+def failed_thresholds(thresholds: dict[str, Threshold], metrics: dict[str, float]) -> list[str]:
+    """Each bound ``metrics`` break, as a sentence; bounds on absent metrics are skipped."""
+    failures = []
+    for name, bound in thresholds.items():
+        if name not in metrics:
+            continue
+        value = metrics[name]
+        if bound.min is not None and value < bound.min:
+            failures.append(f"{name} {value:.4f} < required {bound.min}")
+        if bound.max is not None and value > bound.max:
+            failures.append(f"{name} {value:.4f} > allowed {bound.max}")
+    return failures
+
+
 class GateSpec(_Strict):
     tolerance: float = Field(default=0.0, ge=0)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
@@ -217,8 +230,6 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        from prediction_service.training.catalog import ESTIMATORS
-
         _unique("features", [f.name for f in self.features])
         _unique("features and derived_features", self.model_feature_names)
         for i, derived in enumerate(self.derived_features):

@@ -1,14 +1,14 @@
-"""``create_app(settings, services)``: the REST face of the core; nothing happens at import.
+"""``create_app(settings, core)``: the HTTP face of the core; nothing happens at import.
 
-The core (``services.py``) is built outside the web layer and started in the lifespan, with
-the gRPC server when ``PREDICT_GRPC_PORT`` is set. Prediction routes of every protocol are
-lanes in front of FastAPI (``api/lanes.py``); FastAPI serves the rest and the docs.
+The core (``core.py``) is built outside the web layer and started in the lifespan, with the
+gRPC server when ``PREDICT_GRPC_PORT`` is set. The protocols' endpoints (``protocols/``) are
+answered in front of FastAPI (``api/endpoints.py``); FastAPI serves the rest and the docs.
 
 Our own ASGI layers sit in front of FastAPI's whole stack, not inside it (``ServiceApp``): the
 HTTP middleware (request ids, security headers, HTTP metrics), CORS when configured, then the
-lanes. A prediction so skips FastAPI's and Starlette's entry and their three outer middleware
-(server errors, telemetry, body limit), which answer nothing a lane does not answer itself;
-every other request goes through them as before.
+endpoint router. A prediction so skips FastAPI's and Starlette's entry and their three outer
+middleware (server errors, telemetry, body limit), which answer nothing an endpoint does not
+answer itself; every other request goes through them as before.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -24,13 +24,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from prediction_service import __version__
+from prediction_service import __version__, protocols
 from prediction_service.api import docs, errors, openapi
-from prediction_service.api.lanes import PredictionLanes
+from prediction_service.api.endpoints import EndpointRouter
 from prediction_service.api.middleware import HTTPMiddleware
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.routes import history, meta, mlflow, models, monitoring, retrain, v2
-from prediction_service.services import Services, build_services
+from prediction_service.api.routes import history, meta, models, monitoring, retrain
+from prediction_service.core import Core, build_core
+from prediction_service.protocols.base import Protocol
 from prediction_service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,13 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    services: Services = app.state.services
-    await run_in_threadpool(services.start)
+    core: Core = app.state.core
+    await run_in_threadpool(core.start)
     grpc_server = None
-    if services.settings.grpc_port is not None:
-        from prediction_service.protocols.grpc_server import start_grpc
+    if core.settings.grpc_port is not None:
+        from prediction_service.api.grpc_server import start_grpc
 
-        grpc_server = await start_grpc(services)
+        grpc_server = await start_grpc(core, protocols.grpc())
     # Start-up leaves ~1M long-lived objects (mlflow, pandas, the models); a full collection
     # walks all of them and stalled requests by tens of milliseconds. Freezing moves them
     # out of the collector's way.
@@ -62,8 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         if grpc_server is not None:
-            await grpc_server.stop(services.settings.grpc_grace_s)
-        await run_in_threadpool(services.close)
+            await grpc_server.stop(core.settings.grpc_grace_s)
+        await run_in_threadpool(core.close)
         sys.setswitchinterval(switch_interval)
 
 
@@ -80,10 +81,15 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> ServiceApp:
-    """The app over ``services`` (built from ``settings`` when not given)."""
-    if services is None:
-        services = build_services(settings or Settings())
+def create_app(
+    settings: Settings | None = None,
+    core: Core | None = None,
+    served: Sequence[Protocol] = protocols.HTTP,
+) -> ServiceApp:
+    """The app over ``core`` (built from ``settings`` when not given), speaking the
+    ``served`` protocols over HTTP (by default every registered one)."""
+    if core is None:
+        core = build_core(settings or Settings())
     app = ServiceApp(
         title="Prediction service",
         version=__version__,
@@ -97,19 +103,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Prometheus metrics are our own; FastAPI's OpenTelemetry hook costs ~10 us a request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.services = services
+    app.state.core = core
     errors.install(app)
     docs.install(app)
-    openapi.install(app, services)
-    for router in (meta.router, models.router, history.router, v2.router, mlflow.router):
-        app.include_router(router)
-    app.include_router(retrain.build_router(services.specs))
-    app.include_router(monitoring.build_router(services.specs))
-    front: ASGIApp = PredictionLanes(
-        app.fastapi, services=services, max_body=services.settings.max_body_bytes
+    limits = core.settings
+    openapi.install(app, served, core.predictions.codecs, limits.max_batch_size, core.access)
+    for routes in (meta.router, models.router, history.router):
+        app.include_router(routes)
+    app.include_router(retrain.build_router(core.specs))
+    app.include_router(monitoring.build_router(core.specs))
+    router = EndpointRouter(
+        app.fastapi, served, core.predictions, core.access, core.metrics, limits.max_body_bytes
     )
-    origins = [o.strip() for o in services.settings.cors_origins.split(",") if o.strip()]
-    if origins:  # off unless configured; outside the lanes, so predictions carry it too
+    front: ASGIApp = router
+    origins = [o.strip() for o in core.settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured; outside the router, so predictions carry it too
         front = CORSMiddleware(
             front,
             allow_origins=origins,
@@ -117,5 +125,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.front = HTTPMiddleware(front, metrics=services.metrics)
+    app.front = HTTPMiddleware(front, metrics=core.metrics, shape=router.protocol_for)
     return app

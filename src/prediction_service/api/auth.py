@@ -1,6 +1,6 @@
 """Access control for FastAPI routes: ``dependencies=[Scope("read")]`` and so on.
 
-The rules live in ``access.py`` (shared with the prediction lanes and the gRPC server); this
+The rules live in ``access.py`` (shared with the protocols' endpoints and the gRPC server); this
 only reads the request's Authorization header and client address.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from prediction_service.api.deps import ServicesDep
+from prediction_service.api.deps import CoreDep
 
 
 def bearer_scheme(scope: str) -> HTTPBearer:
@@ -27,9 +27,9 @@ def bearer_scheme(scope: str) -> HTTPBearer:
 def Scope(scope: str) -> Any:  # noqa: N802 - reads like the dependency it makes
     scheme = bearer_scheme(scope)
 
-    def require(request: Request, services: ServicesDep, _: Any = Depends(scheme)) -> None:
+    def require(request: Request, core: CoreDep, _: Any = Depends(scheme)) -> None:
         client = request.client.host if request.client else None
-        services.access.check(scope, request.headers.get("authorization"), client)
+        core.access.check(scope, request.headers.get("authorization"), client)
 
     return Depends(require)
 

@@ -1,4 +1,4 @@
-"""Typed dependencies so routes read like prose; all of them come from the one ``Services``."""
+"""Typed dependencies so routes read like prose; all of them come from the one ``Core``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from prediction_service.services import Services
+from prediction_service.core import Core
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
@@ -14,32 +14,32 @@ from prediction_service.serving.retrain import RetrainRunner
 from prediction_service.storage.prediction_log import PredictionLog
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def get_core(request: Request) -> Core:
+    core: Core = request.app.state.core
+    return core
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+CoreDep = Annotated[Core, Depends(get_core)]
 
 
-def _store(services: ServicesDep) -> ModelStore:
-    return services.store
+def _store(core: CoreDep) -> ModelStore:
+    return core.store
 
 
-def _log(services: ServicesDep) -> PredictionLog:
-    return services.prediction_log
+def _log(core: CoreDep) -> PredictionLog:
+    return core.prediction_log
 
 
-def _lifecycle(services: ServicesDep) -> ModelLifecycle:
-    return services.lifecycle
+def _lifecycle(core: CoreDep) -> ModelLifecycle:
+    return core.lifecycle
 
 
-def _retrain(services: ServicesDep) -> RetrainRunner:
-    return services.retrain
+def _retrain(core: CoreDep) -> RetrainRunner:
+    return core.retrain
 
 
-def _monitor(services: ServicesDep) -> Monitor:
-    return services.monitor
+def _monitor(core: CoreDep) -> Monitor:
+    return core.monitor
 
 
 StoreDep = Annotated[ModelStore, Depends(_store)]

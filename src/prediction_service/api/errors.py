@@ -1,15 +1,13 @@
-"""Every error becomes JSON with a clear message, translated here and nowhere else.
+"""Every error of a FastAPI route becomes JSON with a clear message, translated here.
 
-Domain errors carry their HTTP status; each protocol gives the body its own shape (ours
-``{"detail", "errors"}``, V2 ``{"error"}``, MLflow ``{"error_code", "message"}``), for the
-FastAPI routes here and for the prediction lanes (``api/lanes.py``).
+Domain errors carry their HTTP status. The routes FastAPI serves all speak our own
+protocol's shape (``{"detail", "errors"}``); the protocols' endpoints answer theirs in
+``api/endpoints.py``, from each protocol's declaration.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,56 +16,27 @@ from starlette.responses import Response
 
 from prediction_service.api.responses import JSONResponse
 from prediction_service.errors import InvalidInputError, ServiceError
-from prediction_service.protocols import mlflow, native, v2
+from prediction_service.protocols import native
 from prediction_service.serving.codec import dotted, field_errors
-from prediction_service.serving.service import EXPLAIN
 
 log = logging.getLogger(__name__)
 
-_BODIES: dict[str, Callable[[ServiceError], dict[str, Any]]] = {
-    native.PROTOCOL: native.error_body,
-    EXPLAIN: native.error_body,  # the explain lanes take and answer our own protocol's bodies
-    v2.PROTOCOL: v2.error_body,
-    mlflow.PROTOCOL: mlflow.error_body,
-}
-_STATUS: dict[str, Callable[[ServiceError], int]] = {v2.PROTOCOL: v2.status_of}
 
-
-def error_reply(protocol: str, exc: ServiceError) -> tuple[int, dict[str, Any]]:
-    """The status and body that answer ``exc`` in ``protocol``."""
-    status = _STATUS[protocol](exc) if protocol in _STATUS else exc.status_code
-    return status, _BODIES[protocol](exc)
-
-
-def protocol_of(path: str) -> str:
-    """Whose error shape a request to ``path`` is answered in."""
-    if path.startswith("/v2/") or path == "/v2":
-        return v2.PROTOCOL
-    if path.endswith("/invocations"):
-        return mlflow.PROTOCOL
-    return native.PROTOCOL
-
-
-def _protocol(request: Request) -> str:
-    return protocol_of(request.url.path)
+def _reply(exc: ServiceError) -> Response:
+    return JSONResponse(native.error_body(exc), exc.status_code, headers=exc.headers or None)
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> Response:
-    error = InvalidInputError.from_fields(field_errors(exc.errors(), dotted))
-    status, body = error_reply(_protocol(request), error)
-    return JSONResponse(body, status_code=status)
+    return _reply(InvalidInputError.from_fields(field_errors(exc.errors(), dotted)))
 
 
 async def _service(request: Request, exc: ServiceError) -> Response:
-    status, body = error_reply(_protocol(request), exc)
-    return JSONResponse(body, status_code=status, headers=exc.headers or None)
+    return _reply(exc)
 
 
 async def _http(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 400:  # FastAPI could not parse the body (not UTF-8, not JSON)
-        error = InvalidInputError(f"invalid input: body: {exc.detail}")
-        status, body = error_reply(_protocol(request), error)
-        return JSONResponse(body, status_code=status)
+        return _reply(InvalidInputError(f"invalid input: body: {exc.detail}"))
     return JSONResponse(
         {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
     )

@@ -10,19 +10,20 @@ client on one side of an A/B split.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prediction_service.api.errors import error_reply, protocol_of
 from prediction_service.errors import InvalidInputError
-from prediction_service.metrics import Metrics, observe_one
-from prediction_service.serving.service import Ids
+from prediction_service.metrics import Metrics
+from prediction_service.protocols.base import JSON_CONTENT, Protocol, request_id_problem
+from prediction_service.serving.predictions import Ids
+from prediction_service.shortcuts import observe_one
 
 # Probes and scrapes are not traffic.
 UNCOUNTED = frozenset({"/health", "/ready", "/metrics", "/metrics/prometheus"})
-MAX_REQUEST_ID = 128
 _SECURITY = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -39,19 +40,11 @@ _DOCS_CSP = (
 _DOCS = ("/docs", "/redoc", "/static/docs")
 
 
-def request_id_problem(value: bytes) -> str | None:
-    """Why a client's X-Request-ID is refused, or None when it is fine."""
-    if not 0 < len(value) <= MAX_REQUEST_ID:
-        return f"X-Request-ID must be 1 to {MAX_REQUEST_ID} characters, not {len(value)}"
-    if not all(0x21 <= c <= 0x7E for c in value):
-        return "X-Request-ID must be printable ASCII without spaces"
-    return None
-
-
 class HTTPMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, shape: Callable[[str], Protocol]) -> None:
         self.app = app
         self.metrics = metrics
+        self.shape = shape  # the protocol whose error shape answers a path
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._ids = Ids()  # new request ids
 
@@ -87,7 +80,7 @@ class HTTPMiddleware:
         in_flight.inc()
         try:
             if problem:
-                await _refuse(path, problem, send_with_headers)
+                await _refuse(self.shape(path), problem, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
@@ -107,10 +100,10 @@ class HTTPMiddleware:
                 observe_one(children[1], time.perf_counter() - started)
 
 
-async def _refuse(path: str, problem: str, send: Send) -> None:
+async def _refuse(protocol: Protocol, problem: str, send: Send) -> None:
+    problem = problem.replace("request id", "X-Request-ID")
     error = InvalidInputError(f"invalid input: {problem}")
     error.errors = [{"field": "X-Request-ID", "message": problem, "type": "header"}]
-    status, body = error_reply(protocol_of(path), error)
-    headers = [(b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    status, body = protocol.error(error)
+    await send({"type": "http.response.start", "status": status, "headers": [JSON_CONTENT]})
     await send({"type": "http.response.body", "body": orjson.dumps(body)})

@@ -1,11 +1,16 @@
-"""OpenAPI for the prediction lanes, which answer in front of FastAPI (``api/lanes.py``).
+"""One OpenAPI document: FastAPI's routes, and the protocols' endpoints from their declarations.
 
-FastAPI documents the routes it serves; the lanes' operations are described here from the
-same pydantic models the codec validates with, and merged into one document.
+The endpoints answer in front of FastAPI (``api/endpoints.py``), so FastAPI cannot see them;
+each endpoint's ``Doc`` describes its operation, with the request models the codecs
+generate from the specs, and the two are merged. Then the document is made to say what the
+service answers: our error bodies instead of FastAPI's, and authentication only where a
+scope is closed.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,199 +18,139 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from prediction_service.api.errors import protocol_of
-from prediction_service.api.schemas import (
-    ERROR_MEANING,
-    BatchOut,
-    ErrorOut,
-    ExplanationBatchOut,
-    ExplanationOut,
-    MlflowError,
-    MlflowPredictions,
-    MlflowRequest,
-    PredictionOut,
-    V2Error,
-    V2InferRequest,
-    V2InferResponse,
-)
-from prediction_service.services import Services
+from prediction_service.access import AccessControl
+from prediction_service.api.schemas import ERROR_MEANING
+from prediction_service.protocols.base import Doc, Endpoint, Protocol
+from prediction_service.serving.codec import FeatureCodec
 
 _REF = "#/components/schemas/{model}"
-_ERRORS = ERROR_MEANING
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+def _json(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {media: {"schema": schema}}
+
+
+def _fill(text: str, codec: FeatureCodec | None, limit: int) -> str:
+    """A Doc text with its fields: the model's, when documented per model."""
+    if codec is None:
+        return text
+    spec = codec.spec
+    predicted = "class and class probabilities" if spec.task == "classification" else "value"
+    return text.format(
+        model=spec.name,
+        features=", ".join(codec.names),
+        n_features=len(codec.names),
+        limit=limit,
+        description=spec.description,
+        predicted=predicted,
+    )
+
+
+def _operation_id(method: str, path: str) -> str:
+    return method.lower() + "_" + "_".join(re.findall(r"[A-Za-z0-9]+", path))
 
 
 def _operation(
-    summary: str,
-    operation_id: str,
-    tag: str,
-    body: dict[str, Any],
-    reply: type[BaseModel],
-    error: type[BaseModel],
-    statuses: tuple[int, ...],
-    description: str = "",
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {"description": "the prediction", "content": _json(_ref(reply))}
-    }
-    for status in statuses:
-        responses[str(status)] = {"description": _ERRORS[status], "content": _json(_ref(error))}
+    endpoint: Endpoint,
+    protocol: Protocol,
+    doc: Doc,
+    codec: FeatureCodec | None,
+    path: str,
+    limit: int,
+    models: Sequence[str],
+) -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    """The operation and the models its schemas refer to."""
+    responses: dict[str, Any] = {}
+    refs: list[type[BaseModel]] = [protocol.error_model]
+    for status, reply in doc.replies.items():
+        meaning = "the answer" if status < 300 else ERROR_MEANING.get(status, "")
+        content = _json(_ref(reply), doc.reply_media) if reply else {doc.reply_media: {}}
+        responses[str(status)] = {"description": meaning, "content": content}
+        refs += [reply] if reply else []
+    for status in doc.errors:
+        responses[str(status)] = {
+            "description": ERROR_MEANING[status],
+            "content": _json(_ref(protocol.error_model)),
+        }
     op: dict[str, Any] = {
-        "tags": [tag],
-        "summary": summary,
-        "description": description,
-        "operationId": operation_id,
-        "requestBody": {"required": True, "content": body},
+        "tags": [doc.tag],
+        "summary": _fill(doc.summary, codec, limit),
+        "description": _fill(doc.description, codec, limit),
+        "operationId": _operation_id(endpoint.method, path),
         "responses": responses,
     }
+    if doc.body is not None:
+        op["requestBody"] = {"required": True, "content": doc.body(codec)}
+        refs += list(doc.schemas(codec))
+    parameters = []
+    for name in endpoint.params:
+        if codec is not None and name == "model":
+            continue
+        schema: dict[str, Any] = {"type": "string"}
+        if name == "model":
+            schema["enum"] = list(models)
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     if parameters:
         op["parameters"] = parameters
-    return {"post": op}
+    if endpoint.scope is not None:
+        op["x-scope"] = endpoint.scope  # made a security requirement by finish(), or dropped
+    return op, refs
 
 
-def _path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": description,
-    }
-
-
-def lane_paths(services: Services) -> tuple[dict[str, Any], list[type[BaseModel]]]:
-    """The lanes' path items, and the models their schemas refer to."""
+def endpoint_paths(
+    protocols: Sequence[Protocol], codecs: dict[str, FeatureCodec], limit: int
+) -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    """Every documented HTTP endpoint's path item, and the models their schemas refer to.
+    An endpoint whose body depends on the model is documented once per model."""
     paths: dict[str, Any] = {}
-    models: list[type[BaseModel]] = [
-        PredictionOut, BatchOut, ExplanationOut, ExplanationBatchOut, ErrorOut, V2InferRequest,
-        V2InferResponse, V2Error,
-        MlflowRequest, MlflowPredictions, MlflowError,
-    ]  # fmt: skip
-    limit = services.settings.max_batch_size
-    mlflow_body = {
-        **_json(_ref(MlflowRequest)),
-        "text/csv": {"schema": {"type": "string"}, "example": "a,b\n1.0,2.0\n"},
-    }
-    for name, codec in services.codecs.items():
-        spec = codec.spec
-        models += [codec.record_model, codec.batch_model]
-        what = "class and class probabilities" if spec.task == "classification" else "value"
-        native_errors = (404, 413, 415, 422, 503)
-        explain_text = (
-            "The champion's prediction and each feature's exact contribution: TreeSHAP for "
-            "LightGBM forests, coefficient times the scaled feature for linear models behind a "
-            "standard scaler; base_value plus the contributions is the prediction (regressors) "
-            "or each explained class's log-odds (classifiers). Logged and counted like "
-            "predictions, with protocol explain. 501 for a version without an exact explainer."
-        )
-        # Our own lanes: one record, or a batch, predicted or explained.
-        for route, tag, verb, (one, batch), errors, text in (
-            ("predict", "predict", "Predict", (PredictionOut, BatchOut), native_errors,
-             f"{spec.description}\n\nReturns the predicted {what}."),
-            ("explain", "explain", "Explain", (ExplanationOut, ExplanationBatchOut),
-             (*native_errors, 501), explain_text),
-        ):  # fmt: skip
-            paths[f"/{route}/{name}"] = _operation(
-                f"{verb} one {name} record", f"{route}_{name}", tag,
-                _json(_ref(codec.record_model)), one, ErrorOut, errors, text,
-            )  # fmt: skip
-            paths[f"/{route}/{name}/batch"] = _operation(
-                f"{verb} a batch of {name} records", f"{route}_{name}_batch", tag,
-                _json(_ref(codec.batch_model)), batch, ErrorOut, errors,
-                f"Up to {limit} records in one call; results come back in order. {text}",
-            )  # fmt: skip
-        v2_errors = (400, 404, 413, 415, 503)
-        features = ", ".join(codec.names)
-        v2_text = (
-            f"Open Inference Protocol. Inputs: one tensor per feature ({features}), shape [N], "
-            f"or one [N, {len(codec.names)}] tensor in that order. Triton's binary tensor "
-            "extension is accepted (Inference-Header-Content-Length)."
-        )
-        paths[f"/v2/models/{name}/infer"] = _operation(
-            f"Infer with {name} (V2)",
-            f"v2_infer_{name}",
-            "open inference protocol (v2)",
-            _json(_ref(V2InferRequest)),
-            V2InferResponse,
-            V2Error,
-            v2_errors,
-            v2_text,
-        )
-        paths[f"/v2/models/{name}/versions/{{version}}/infer"] = _operation(
-            f"Infer with one served version of {name} (V2)",
-            f"v2_infer_{name}_version",
-            "open inference protocol (v2)",
-            _json(_ref(V2InferRequest)),
-            V2InferResponse,
-            V2Error,
-            v2_errors,
-            v2_text + " The version must be the champion or the challenger.",
-            [_path_parameter("version", "a served registered version")],
-        )
-        paths[f"/models/{name}/invocations"] = _operation(
-            f"Score {name} rows (MLflow scoring protocol)",
-            f"invocations_{name}",
-            "mlflow scoring protocol",
-            mlflow_body,
-            MlflowPredictions,
-            MlflowError,
-            (404, 413, 415, 422, 503),
-            "dataframe_split, dataframe_records, instances or inputs as JSON, or text/csv.",
-        )
-    paths["/invocations"] = _operation(
-        "Score rows; the model is the one whose features are the columns sent",
-        "invocations",
-        "mlflow scoring protocol",
-        mlflow_body,
-        MlflowPredictions,
-        MlflowError,
-        (413, 415, 422, 503),
-        "As `mlflow models serve` answers: dataframe_split, dataframe_records, instances or "
-        "inputs as JSON, or text/csv with a header row.",
-    )
-    return paths, models
+    refs: list[type[BaseModel]] = []
+    models = sorted(codecs)
+    for protocol in protocols:
+        if protocol.transport != "http":
+            continue
+        for endpoint in protocol.endpoints:
+            doc = endpoint.doc
+            if doc is None:
+                continue
+            per_model: list[tuple[str, FeatureCodec | None]] = [(endpoint.path, None)]
+            if doc.per_model and "{model}" in endpoint.path:
+                per_model = [(endpoint.path.replace("{model}", m), codecs[m]) for m in models]
+            for path, codec in per_model:
+                op, used = _operation(endpoint, protocol, doc, codec, path, limit, models)
+                paths.setdefault(path, {})[endpoint.method.lower()] = op
+                refs += used
+    return paths, list(dict.fromkeys(refs))
 
 
-def finish(schema: dict[str, Any], app: FastAPI, services: Services) -> None:
-    """Make the document say what the service answers: our error bodies instead of FastAPI's,
-    and authentication only where a scope is closed."""
-    lanes, _ = lane_paths(services)
+def finish(schema: dict[str, Any], access: AccessControl, error: type[BaseModel]) -> None:
+    """Make the document say what the service answers: our error bodies instead of FastAPI's
+    on its routes, and authentication only where a scope is closed."""
     secured: set[str] = set()
-    for path, item in schema["paths"].items():
-        protocol = protocol_of(path)
-        shapes: dict[str, type[BaseModel]] = {
-            "native": ErrorOut,
-            "v2": V2Error,
-            "mlflow": MlflowError,
-        }
-        error = shapes[protocol]
+    for item in schema["paths"].values():
         for op in item.values():
             responses = op.setdefault("responses", {})
-            if responses.pop("422", None) is not None:
-                code = 400 if protocol == "v2" else 422
-                responses.setdefault(str(code), {"description": _ERRORS[code]})
-                responses[str(code)]["content"] = _json(_ref(error))
-            # the security scheme is named after the scope (api/auth.py)
+            if "HTTPValidationError" in str(responses.get("422")):  # FastAPI's own
+                responses["422"] = {
+                    "description": ERROR_MEANING[422],
+                    "content": _json(_ref(error)),
+                }
+            # A FastAPI route names its scope in its security scheme (api/auth.py); an
+            # endpoint in x-scope.
             required = op.pop("security", None) or []
-            scope = (
-                "predict" if path in lanes else next(iter(required[0]), None) if required else None
-            )
-            if scope is None or services.access.is_open(scope):
+            scope = op.pop("x-scope", None) or (next(iter(required[0]), None) if required else None)
+            if scope is None or access.is_open(scope):
                 continue
             secured.add(scope)
             op["security"] = [{scope: []}]
+            shape = _error_ref(op) or _ref(error)
             for code in (401, 403, 429):
                 responses[str(code)] = {
                     "description": ERROR_MEANING[code],
-                    "content": _json(_ref(error)),
+                    "content": _json(shape),
                 }
     components = schema.setdefault("components", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -222,7 +167,23 @@ def finish(schema: dict[str, Any], app: FastAPI, services: Services) -> None:
         del components["securitySchemes"]
 
 
-def install(app: FastAPI, services: Services) -> None:
+def _error_ref(op: dict[str, Any]) -> dict[str, str] | None:
+    """The error shape an operation already documents (an endpoint's protocol's)."""
+    for status, response in op.get("responses", {}).items():
+        if status.startswith("4"):
+            schema = response.get("content", {}).get("application/json", {}).get("schema")
+            if schema:
+                return dict(schema)
+    return None
+
+
+def install(
+    app: FastAPI,
+    protocols: Sequence[Protocol],
+    codecs: dict[str, FeatureCodec],
+    limit: int,
+    access: AccessControl,
+) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -232,11 +193,11 @@ def install(app: FastAPI, services: Services) -> None:
             description=app.description,
             routes=app.routes,
         )
-        paths, models = lane_paths(services)
+        paths, models = endpoint_paths(protocols, codecs, limit)
         _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
         schema["paths"] = {**paths, **schema.get("paths", {})}
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
-        finish(schema, app, services)
+        finish(schema, access, protocols[0].error_model)
         app.openapi_schema = schema
         return schema
 

@@ -16,16 +16,20 @@ import csv
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 import orjson
 
 from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
+from prediction_service.protocols import native
+from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
 from prediction_service.serving.codec import FeatureCodec
-from prediction_service.serving.service import Prediction
+from prediction_service.serving.predictions import Prediction, PredictionService
 
-PROTOCOL = "mlflow"
+NAME = "mlflow"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 # MLflow's error codes (databricks_pb2.ErrorCode) for our statuses.
 _ERROR_CODES = {
@@ -161,3 +165,118 @@ def error_body(exc: ServiceError) -> dict[str, Any]:
         "error_code": _ERROR_CODES.get(exc.status_code, "INTERNAL_ERROR"),
         "message": exc.message,
     }
+
+
+# -- wire schemas (documentation; decoding is by hand, above) ------------------------------
+class MlflowSplit(native.Wire):
+    columns: list[str] | None = None
+    index: list[Any] | None = None
+    data: list[list[float]]
+
+
+class MlflowRequest(native.Wire):
+    """Exactly one of the four fields."""
+
+    dataframe_split: MlflowSplit | None = None
+    dataframe_records: list[dict[str, float]] | None = None
+    instances: list[Any] | dict[str, list[float]] | None = None
+    inputs: list[Any] | dict[str, list[float]] | None = None
+    params: dict[str, Any] | None = None
+
+
+class MlflowPredictions(native.Wire):
+    predictions: list[float | str]
+
+
+class MlflowError(native.Wire):
+    error_code: str
+    message: str
+
+
+# -- the endpoints -------------------------------------------------------------------------
+def invocations(service: PredictionService, call: Call) -> Reply:
+    payload = decode(call.body, call.content_type)
+    model = call.model or choose_model(payload, service.codecs)
+    X = features(service.codec(model), payload)
+    return Reply(encode(service.predict(model, X, NAME, call.request_id)))
+
+
+def _ping(service: PredictionService, call: Call) -> Reply:
+    return Reply(b"\n", status=503 if service.store.not_ready() else 200)
+
+
+@cache
+def _mlflow_version() -> bytes:
+    return metadata.version("mlflow").encode()
+
+
+def _version(service: PredictionService, call: Call) -> Reply:
+    return Reply(_mlflow_version())
+
+
+def _body(codec: FeatureCodec | None) -> dict[str, Any]:
+    csv_example = {"schema": {"type": "string"}, "example": "a,b\n1.0,2.0\n"}
+    return {**native.json_body(MlflowRequest), "text/csv": csv_example}
+
+
+TAG = "mlflow scoring protocol"
+PROTOCOL = Protocol(
+    name=NAME,
+    error_body=error_body,
+    error_model=MlflowError,
+    endpoints=(
+        Endpoint(
+            "/models/{model}/invocations",
+            invocations,
+            Doc(
+                "Score {model} rows (MLflow scoring protocol)",
+                tag=TAG,
+                replies={200: MlflowPredictions},
+                errors=(404, 413, 415, 422, 503),
+                description="dataframe_split, dataframe_records, instances or inputs as JSON, "
+                "or text/csv.",
+                body=_body,
+                schemas=lambda codec: [MlflowRequest],
+                per_model=True,
+            ),
+        ),
+        Endpoint(
+            "/invocations",
+            invocations,
+            Doc(
+                "Score rows; the model is the one whose features are the columns sent",
+                tag=TAG,
+                replies={200: MlflowPredictions},
+                errors=(413, 415, 422, 503),
+                description="As `mlflow models serve` answers: dataframe_split, "
+                "dataframe_records, instances or inputs as JSON, or text/csv with a header row.",
+                body=_body,
+                schemas=lambda codec: [MlflowRequest],
+            ),
+        ),
+        Endpoint(
+            "/ping",
+            _ping,
+            Doc(
+                "200 when every model is loaded, as `mlflow models serve` answers",
+                tag=TAG,
+                replies={200: None, 503: None},
+            ),
+            method="GET",
+            scope=None,
+            predicts=False,
+        ),
+        Endpoint(
+            "/version",
+            _version,
+            Doc(
+                "The MLflow version whose scoring protocol this speaks",
+                tag=TAG,
+                replies={200: None},
+            ),
+            method="GET",
+            scope=None,
+            predicts=False,
+        ),
+    ),
+)

@@ -1,24 +1,66 @@
-"""Our own REST protocol: ``POST /predict/<model>`` (one record) and ``/predict/<model>/batch``,
-and the same bodies at ``/explain/<model>[/batch]``.
+"""Our own REST protocol: ``POST /predict/<model>`` (one record) and ``/predict/<model>/batch``.
 
 Errors are ``{"detail": str, "errors": [...]}``, the same shape every FastAPI route answers.
+The explanation endpoints (``protocols/explain.py``) take the same bodies.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
+from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
 from prediction_service.serving.codec import FeatureCodec
-from prediction_service.serving.service import Prediction
+from prediction_service.serving.predictions import Prediction, PredictionService
 
-PROTOCOL = "native"
+NAME = "native"
 _UNPARSED = object()
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class FieldError(Wire):
+    field: str
+    message: str
+    type: str
+    input: Any = None
+
+
+class ErrorOut(Wire):
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class PredictionOut(Wire):
+    model: str
+    registered_name: str
+    version: str
+    prediction: float | str
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Probability of each class (classifiers only)."
+    )
+    prediction_id: str
+    latency_ms: float
+
+
+class BatchItemOut(Wire):
+    prediction_id: str
+    prediction: float | str
+    probabilities: dict[str, float] | None = None
+
+
+class BatchOut(Wire):
+    model: str
+    registered_name: str
+    version: str
+    count: int
+    predictions: list[BatchItemOut]
+    latency_ms: float
 
 
 def _loads(body: bytes) -> Any:
@@ -82,49 +124,74 @@ def encode_batch(p: Prediction) -> bytes:
     )
 
 
-def _explained(
-    p: Prediction, row: int, contributions: np.ndarray, features: Sequence[str]
-) -> dict[str, Any]:
-    """One row's explanation: regressors explain the value, classifiers each class's raw
-    score in log-odds (a binary model has one: the second class's)."""
-    item: dict[str, Any] = {"prediction_id": p.ids[row], "prediction": p.values[row]}
-    c = contributions[row].tolist()  # (outputs, features + 1): contributions, then the base
-    if p.classes is None:
-        item["base_value"] = c[0][-1]
-        item["contributions"] = dict(zip(features, c[0][:-1]))
-        return item
-    assert p.probabilities is not None
-    item["probabilities"] = dict(zip(p.classes, p.probabilities[row].tolist()))
-    explained = p.classes[-len(c) :]  # all classes, or the positive one of two
-    item["output"] = "log-odds"
-    item["base_value"] = {k: v[-1] for k, v in zip(explained, c)}
-    item["contributions"] = {k: dict(zip(features, v[:-1])) for k, v in zip(explained, c)}
-    item["raw_score"] = {k: math.fsum(v) for k, v in zip(explained, c)}
-    return item
-
-
-def encode_explanation(p: Prediction, contributions: np.ndarray, features: Sequence[str]) -> bytes:
-    item = _explained(p, 0, contributions, features)
-    head = {"model": p.model, "registered_name": p.registered_name, "version": p.version}
-    return orjson.dumps({**head, **item, "latency_ms": p.latency_ms})
-
-
-def encode_explanations(p: Prediction, contributions: np.ndarray, features: Sequence[str]) -> bytes:
-    items = [_explained(p, i, contributions, features) for i in range(len(p))]
-    return orjson.dumps(
-        {
-            "model": p.model,
-            "registered_name": p.registered_name,
-            "version": p.version,
-            "count": len(items),
-            "explanations": items,
-            "latency_ms": p.latency_ms,
-        }
-    )
-
-
 def error_body(exc: ServiceError) -> dict[str, Any]:
     body: dict[str, Any] = {"detail": exc.message}
     if isinstance(exc, InvalidInputError) and exc.errors:
         body["errors"] = exc.errors
     return body
+
+
+def json_body(model: Any) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def one_body(codec: FeatureCodec | None) -> dict[str, Any]:
+    assert codec is not None  # documented per model
+    return json_body(codec.record_model)
+
+
+def batch_body(codec: FeatureCodec | None) -> dict[str, Any]:
+    assert codec is not None
+    return json_body(codec.batch_model)
+
+
+ERRORS = (404, 413, 415, 422, 503)
+
+
+def predict_one(service: PredictionService, call: Call) -> Reply:
+    X = decode_one(service.codec(call.model), call.body, call.content_type)
+    return Reply(encode_one(service.predict(call.model, X, NAME, call.request_id)))
+
+
+def predict_batch(service: PredictionService, call: Call) -> Reply:
+    X = decode_batch(service.codec(call.model), call.body, call.content_type)
+    return Reply(encode_batch(service.predict(call.model, X, NAME, call.request_id)))
+
+
+PROTOCOL = Protocol(
+    name=NAME,
+    error_body=error_body,
+    error_model=ErrorOut,
+    endpoints=(
+        Endpoint(
+            "/predict/{model}",
+            predict_one,
+            Doc(
+                "Predict one {model} record",
+                tag="predict",
+                replies={200: PredictionOut},
+                errors=ERRORS,
+                description="{description}\n\nReturns the predicted {predicted}.",
+                body=one_body,
+                schemas=lambda codec: [codec.record_model] if codec else [],
+                per_model=True,
+            ),
+            limit="record",
+        ),
+        Endpoint(
+            "/predict/{model}/batch",
+            predict_batch,
+            Doc(
+                "Predict a batch of {model} records",
+                tag="predict",
+                replies={200: BatchOut},
+                errors=ERRORS,
+                description="Up to {limit} records in one call; results come back in order. "
+                "{description}\n\nReturns the predicted {predicted}.",
+                body=batch_body,
+                schemas=lambda codec: [codec.record_model, codec.batch_model] if codec else [],
+                per_model=True,
+            ),
+        ),
+    ),
+)

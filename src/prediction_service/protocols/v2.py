@@ -18,16 +18,18 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, Field
 
 from prediction_service import __version__
 from prediction_service.errors import InvalidInputError, ServiceError
+from prediction_service.protocols import native
+from prediction_service.protocols.base import Call, Doc, Endpoint, Handler, Protocol, Reply
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore
-from prediction_service.serving.service import Prediction
+from prediction_service.serving.predictions import Prediction, PredictionService
 from prediction_service.specs import ModelSpec
 
-PROTOCOL = "v2"
-GRPC_PROTOCOL = "v2_grpc"
+NAME = "v2"
 SERVER_NAME = "prediction-service"
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "inference-header-content-length"
@@ -335,9 +337,47 @@ def status_of(exc: ServiceError) -> int:
     return 400 if exc.status_code == 422 else exc.status_code
 
 
-# -- metadata --------------------------------------------------------------------------
-def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+# -- metadata ----------------------------------------------------------------------------
+class V2Error(native.Wire):
+    error: str
+
+
+class V2Live(native.Wire):
+    live: bool
+
+
+class V2Ready(native.Wire):
+    ready: bool
+
+
+class V2ModelReady(native.Wire):
+    name: str
+    ready: bool
+
+
+class V2ServerMetadata(native.Wire):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2TensorMetadata(native.Wire):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(native.Wire):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+    parameters: dict[str, Any] | None = None
+
+
+def server_metadata() -> V2ServerMetadata:
+    return V2ServerMetadata(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
 
 def served_versions(store: ModelStore, name: str) -> list[str]:
@@ -347,34 +387,35 @@ def served_versions(store: ModelStore, name: str) -> list[str]:
     return [m.version for m in (champion, challenger) if m is not None]
 
 
-def model_metadata(store: ModelStore, name: str, version: str | None = None) -> dict[str, Any]:
+def model_metadata(store: ModelStore, name: str, version: str | None = None) -> V2ModelMetadata:
     spec = store.spec(name)
     model = store.get(name) if version is None else store.served(name, version)
+    tensor = V2TensorMetadata
     inputs = [
-        {"name": f.name, "datatype": "INT64" if f.type == "int" else "FP64", "shape": [-1]}
+        tensor(name=f.name, datatype="INT64" if f.type == "int" else "FP64", shape=[-1])
         for f in spec.features
     ]
-    outs: list[dict[str, Any]] = []
+    outs: list[V2TensorMetadata] = []
     if spec.task == "classification":
         n_classes = len(spec.target.classes or ())
-        outs.append({"name": "predict", "datatype": "BYTES", "shape": [-1]})
-        outs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, n_classes]})
+        outs.append(tensor(name="predict", datatype="BYTES", shape=[-1]))
+        outs.append(tensor(name="predict_proba", datatype="FP64", shape=[-1, n_classes]))
     else:
-        outs.append({"name": "predict", "datatype": "FP64", "shape": [-1]})
-    outs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [-1]})
-    return {
-        "name": name,
-        "versions": served_versions(store, name) if version is None else [model.version],
-        "platform": f"{SERVER_NAME}/{model.predictor_kind}",
-        "inputs": inputs,
-        "outputs": outs,
-        "parameters": {
+        outs.append(tensor(name="predict", datatype="FP64", shape=[-1]))
+    outs.append(tensor(name="prediction_id", datatype="BYTES", shape=[-1]))
+    return V2ModelMetadata(
+        name=name,
+        versions=served_versions(store, name) if version is None else [model.version],
+        platform=f"{SERVER_NAME}/{model.predictor_kind}",
+        inputs=inputs,
+        outputs=outs,
+        parameters={
             "registered_name": spec.registered_name,
             "task": spec.task,
             "content_type": "one input per feature, or one [N, "
             f"{len(spec.features)}] tensor in this order",
         },
-    }
+    )
 
 
 def model_ready(store: ModelStore, name: str, version: str | None = None) -> bool:
@@ -386,3 +427,175 @@ def model_ready(store: ModelStore, name: str, version: str | None = None) -> boo
     if store.loaded(name) is not None:
         store.served(name, version)  # NotFoundError naming what is served
     return version in served_versions(store, name)
+
+
+# -- wire schemas of inference (documentation; decoding is by hand, above) -----------------
+class V2InputTensor(native.Wire):
+    name: str = Field(description="a feature's name, or any name for one [N, F] tensor")
+    shape: list[int] = Field(examples=[[1]])
+    datatype: str = Field(examples=["FP64"], description="FP16/32/64, INT8..64 or UINT8..64")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='{"binary_data_size": n} when the data follows the JSON'
+    )
+    data: list[Any] | None = Field(default=None, description="values, flat or nested, row-major")
+
+
+class V2RequestedOutput(native.Wire):
+    name: str = Field(description="predict, predict_proba (classifiers) or prediction_id")
+    parameters: dict[str, Any] | None = Field(default=None, examples=[{"binary_data": False}])
+
+
+class V2InferRequest(native.Wire):
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='{"binary_data_output": true} for binary outputs'
+    )
+    inputs: list[V2InputTensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2OutputTensor(native.Wire):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class V2InferResponse(native.Wire):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2OutputTensor]
+
+
+# -- the endpoints -------------------------------------------------------------------------
+def infer(service: PredictionService, call: Call) -> Reply:
+    codec = service.codec(call.model)
+    length = header_length(call.header(HEADER_LENGTH.encode()))
+    if length is None:  # a binary body is application/octet-stream
+        native.check_json(call.content_type)
+    request = decode_rest(call.body, length)
+    check_outputs(codec.spec, None if request.outputs is None else list(request.outputs))
+    X = features(codec, request.inputs)
+    p = service.predict(call.model, X, NAME, call.request_id, call.params.get("version"))
+    body, json_length = encode_rest(p, request)
+    if json_length is None:
+        return Reply(body)
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (HEADER_LENGTH.encode(), str(json_length).encode()),
+    ]
+    return Reply(body, headers)
+
+
+def _json(value: native.Wire, status: int = 200) -> Reply:
+    return Reply(orjson.dumps(value.model_dump()), status=status)
+
+
+def _server_metadata(service: PredictionService, call: Call) -> Reply:
+    return _json(server_metadata())
+
+
+def _live(service: PredictionService, call: Call) -> Reply:
+    return _json(V2Live(live=True))
+
+
+def _ready(service: PredictionService, call: Call) -> Reply:
+    ready = service.store.not_ready() is None
+    return _json(V2Ready(ready=ready), 200 if ready else 503)
+
+
+def _model_ready(service: PredictionService, call: Call) -> Reply:
+    ready = model_ready(service.store, call.model, call.params.get("version"))
+    return _json(V2ModelReady(name=call.model, ready=ready), 200 if ready else 503)
+
+
+def _model_metadata(service: PredictionService, call: Call) -> Reply:
+    return _json(model_metadata(service.store, call.model, call.params.get("version")))
+
+
+TAG = "open inference protocol (v2)"
+INFER_TEXT = (
+    "Open Inference Protocol. Inputs: one tensor per feature ({features}), shape [N], or one "
+    "[N, {n_features}] tensor in that order. Triton's binary tensor extension is accepted "
+    "(Inference-Header-Content-Length)."
+)
+_INFER_ERRORS = (400, 404, 413, 415, 503)
+
+
+def _infer_doc(summary: str, extra: str = "") -> Doc:
+    return Doc(
+        summary,
+        tag=TAG,
+        replies={200: V2InferResponse},
+        errors=_INFER_ERRORS,
+        description=INFER_TEXT + extra,
+        body=lambda codec: native.json_body(V2InferRequest),
+        schemas=lambda codec: [V2InferRequest],
+        per_model=True,
+    )
+
+
+def _get(
+    path: str,
+    handle: Handler,
+    summary: str,
+    replies: dict[int, type[BaseModel] | None],
+    errors: tuple[int, ...] = (),
+) -> Endpoint:
+    """An open GET endpoint that predicts nothing (health and metadata)."""
+    doc = Doc(summary, tag=TAG, replies=replies, errors=errors)
+    return Endpoint(path, handle, doc, method="GET", scope=None, predicts=False)
+
+
+PROTOCOL = Protocol(
+    name=NAME,
+    error_body=error_body,
+    error_model=V2Error,
+    status_of=status_of,
+    prefix="/v2",
+    endpoints=(
+        Endpoint("/v2/models/{model}/infer", infer, _infer_doc("Infer with {model} (V2)")),
+        Endpoint(
+            "/v2/models/{model}/versions/{version}/infer",
+            infer,
+            _infer_doc(
+                "Infer with one served version of {model} (V2)",
+                " The version must be the champion or the challenger.",
+            ),
+        ),
+        _get("/v2", _server_metadata, "Server metadata", {200: V2ServerMetadata}),
+        _get("/v2/health/live", _live, "Server liveness", {200: V2Live}),
+        _get("/v2/health/ready", _ready, "Server readiness", {200: V2Ready, 503: V2Ready}),
+        _get(
+            "/v2/models/{model}/ready",
+            _model_ready,
+            "Model readiness",
+            {200: V2ModelReady, 503: V2ModelReady},
+            (404,),
+        ),
+        _get(
+            "/v2/models/{model}/versions/{version}/ready",
+            _model_ready,
+            "Readiness of one served version",
+            {200: V2ModelReady, 503: V2ModelReady},
+            (404,),
+        ),
+        _get(
+            "/v2/models/{model}",
+            _model_metadata,
+            "Model metadata",
+            {200: V2ModelMetadata},
+            (404, 503),
+        ),
+        _get(
+            "/v2/models/{model}/versions/{version}",
+            _model_metadata,
+            "Metadata of one served version",
+            {200: V2ModelMetadata},
+            (404, 503),
+        ),
+    ),
+)

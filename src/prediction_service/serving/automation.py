@@ -20,17 +20,18 @@ from typing import Any
 import numpy as np
 
 from prediction_service.data import file_sha256
+from prediction_service.domain import EVENT_TYPES, AutomationState, CanaryState
 from prediction_service.errors import ConflictError
 from prediction_service.metrics import Metrics
 from prediction_service.registry.store import CHALLENGER
 from prediction_service.serving.canary import ARM_METRIC, compare
 from prediction_service.serving.monitoring import Monitor
+from prediction_service.serving.predictions import PredictionService
 from prediction_service.serving.retrain import RetrainRunner
-from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
-from prediction_service.specs import AutomationSpec, ModelSpec, RolloutSpec
-from prediction_service.storage.automation import EVENT_TYPES, LeaseStore, StateStore
-from prediction_service.training.gate import failed_thresholds
+from prediction_service.specs import AutomationSpec, ModelSpec, RolloutSpec, failed_thresholds
+from prediction_service.storage.automation_state import StateStore
+from prediction_service.storage.leases import LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,10 @@ class Automation:
         policy = spec.automation
         assert policy is not None
         state = self.states.get(name)
-        before = repr(state)
+        before = state.model_copy(deep=True)
         if policy.rollout.mode == "canary":
             self._canary(spec, policy.rollout, state)
-        if not state.get("canary"):  # a new training would replace the challenger under test
+        if state.canary is None:  # a new training would replace the challenger under test
             trigger = self._trigger(spec, policy, state)
             if trigger is not None:
                 kind, reason = trigger
@@ -132,12 +133,12 @@ class Automation:
                     self.retrain.start(name, None, None, reason=reason, trigger=kind)
                 except ConflictError as exc:  # a manual job started meanwhile
                     log.info("automation of %s: %s", name, exc)
-        if repr(state) != before:
+        if state != before:
             self.states.put(name, state)
 
     # -- triggers --------------------------------------------------------------------
     def _trigger(
-        self, spec: ModelSpec, policy: AutomationSpec, state: dict[str, Any]
+        self, spec: ModelSpec, policy: AutomationSpec, state: AutomationState
     ) -> tuple[str, str] | None:
         """(trigger type, reason) of the first trigger that fires, or None."""
         name, triggers = spec.name, policy.triggers
@@ -146,28 +147,28 @@ class Automation:
         drifted = self._drift_streak(spec, state) if triggers.drift else []
         jobs = self.retrain.jobs.list(name, limit=1)
         last = jobs[0] if jobs else None
-        if last and last["status"] in ("queued", "running"):
+        if last and last.active:
             return None
         now = time.time()
         if last and policy.cooldown_s:
-            ended = _epoch(last["finished_at"] or last["created_at"])
+            ended = _epoch(last.finished_at or last.created_at)
             if now - ended < policy.cooldown_s:
                 return None
         champion = self.store.loaded(name)
-        if triggers.drift and state.get("drift_streak", 0) >= triggers.drift.consecutive_checks:
-            streak = state["drift_streak"]
-            state["drift_streak"] = 0
+        if triggers.drift and state.drift_streak >= triggers.drift.consecutive_checks:
+            streak = state.drift_streak
+            state.drift_streak = 0
             return "drift", f"drift on {', '.join(drifted)} for {streak} checks in a row"
         if triggers.live_quality and champion is not None:
             need = triggers.live_quality.min_labels
             window = max(need, self.settings.quality_window)
             quality = self.monitor.update_quality(name, champion.version, window)
-            if quality["window"] >= need:
-                broken = failed_thresholds(spec.monitoring.live_quality, quality)
+            if quality.window >= need:
+                broken = failed_thresholds(spec.monitoring.live_quality, quality.metrics())
                 if broken:
                     return "live_quality", (
                         f"live quality of version {champion.version} over its last "
-                        f"{quality['window']} labelled predictions: {'; '.join(broken)}"
+                        f"{quality.window} labelled predictions: {'; '.join(broken)}"
                     )
         if triggers.new_data and champion is not None:
             path = spec.data_file(self.settings.home)
@@ -180,7 +181,7 @@ class Automation:
                 )
         if triggers.schedule_s:
             trained = champion.info.created_at_ms / 1000.0 if champion else 0.0
-            latest = max(trained, _epoch(last["created_at"]) if last else 0.0)
+            latest = max(trained, _epoch(last.created_at) if last else 0.0)
             if now - latest >= triggers.schedule_s:
                 since = f"{duration(now - latest)} ago" if latest else "never"
                 return "schedule", (
@@ -188,18 +189,17 @@ class Automation:
                 )
         return None
 
-    def _drift_streak(self, spec: ModelSpec, state: dict[str, Any]) -> list[str]:
+    def _drift_streak(self, spec: ModelSpec, state: AutomationState) -> list[str]:
         """Run a drift check when one is due; keep the count of drifted checks in a row.
         Returns the features that drifted in the latest check."""
         name = spec.name
         due = time.monotonic() - self._drift_checked.get(name, -1e18)
         if self.store.loaded(name) is None or due < self.settings.drift_interval_s:
-            return list(state.get("drift_features", []))
+            return list(state.drift_features)
         self._drift_checked[name] = time.monotonic()
-        result = self.monitor.drift(name)
-        drifted = list(result.get("drifted_features") or [])
-        state["drift_streak"] = state.get("drift_streak", 0) + 1 if drifted else 0
-        state["drift_features"] = drifted
+        drifted = list(self.monitor.drift(name).drifted_features or [])
+        state.drift_streak = state.drift_streak + 1 if drifted else 0
+        state.drift_features = drifted
         return drifted
 
     def _digest(self, path: Path) -> str | None:
@@ -216,16 +216,16 @@ class Automation:
         return digest
 
     # -- canary ----------------------------------------------------------------------
-    def _canary(self, spec: ModelSpec, rollout: RolloutSpec, state: dict[str, Any]) -> None:
+    def _canary(self, spec: ModelSpec, rollout: RolloutSpec, state: AutomationState) -> None:
         name, registered = spec.name, spec.registered_name
         challenger = self.registry.alias_version(registered, CHALLENGER)
         champion = self.registry.champion_version(registered)
-        canary = state.get("canary")
+        canary = state.canary
         if canary:
-            if (challenger, champion) != (canary["version"], canary["champion"]):
+            if (challenger, champion) != (canary.version, canary.champion):
                 # Someone else decided (an admin promoted, rolled back or retrained).
                 log.info("canary of %s version %s ended outside the automation", name, challenger)
-                state.pop("canary")
+                state.canary = None
                 self._no_canary(name)
                 return
             self._judge(spec, rollout, canary, state)
@@ -240,12 +240,12 @@ class Automation:
         if info.tags.get("canary_decision"):
             return
         self.lifecycle.set_traffic(name, rollout.canary_percent)
-        state["canary"] = {
-            "version": challenger,
-            "champion": champion,
-            "started_at": time.time(),
-            "after_seq": self.log.last_seq(),
-        }
+        state.canary = CanaryState(
+            version=challenger,
+            champion=champion,
+            started_at=time.time(),
+            after_seq=self.log.last_seq(),
+        )
         self.events.record(
             name,
             "canary_started",
@@ -261,11 +261,11 @@ class Automation:
         )
 
     def _judge(
-        self, spec: ModelSpec, rollout: RolloutSpec, canary: dict[str, Any], state: dict[str, Any]
+        self, spec: ModelSpec, rollout: RolloutSpec, canary: CanaryState, state: AutomationState
     ) -> None:
         name = spec.name
-        arms = {"challenger": canary["version"], "champion": canary["champion"]}
-        rows = {arm: self.log.since(name, v, canary["after_seq"]) for arm, v in arms.items()}
+        arms = {"challenger": canary.version, "champion": canary.champion}
+        rows = {arm: self.log.since(name, v, canary.after_seq) for arm, v in arms.items()}
         labelled = {arm: [(p, a) for p, a, _ in r if a is not None] for arm, r in rows.items()}
         comparison = compare(spec.task, labelled["challenger"], labelled["champion"])
         counts = {arm: len(pairs) for arm, pairs in labelled.items()}
@@ -287,7 +287,7 @@ class Automation:
             promote = not worse
             verdict = "worse" if worse else "not worse"
             reason = f"{comparison.sentence()}: {verdict} at {rollout.confidence:.0%} confidence"
-        elif time.time() - canary["started_at"] > rollout.max_duration_s:
+        elif time.time() - canary.started_at > rollout.max_duration_s:
             promote = False
             reason = (
                 f"undecided after {duration(rollout.max_duration_s)}: {counts['challenger']} "
@@ -295,8 +295,8 @@ class Automation:
                 f"champion, {need} needed for each"
             )
         if promote is not None:
-            self.lifecycle.conclude_canary(name, canary["version"], promote, reason, details)
-            state.pop("canary")
+            self.lifecycle.conclude_canary(name, canary.version, promote, reason, details)
+            state.canary = None
             self._no_canary(name)
 
     def _guardrail(

@@ -6,30 +6,31 @@ import logging
 import threading
 from typing import Any
 
+from prediction_service.domain import ChampionChange, TrafficState, VersionGate, VersionSummary
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import CHALLENGER
 from prediction_service.serving.model_store import ModelStore, ServedModel
-from prediction_service.storage.automation import EventStore
-from prediction_service.storage.jobs import Split, TrafficStore
+from prediction_service.storage.events import EventStore
+from prediction_service.storage.traffic import Split, TrafficStore
 
 log = logging.getLogger(__name__)
 
 
-def _version_summary(info: ModelVersionInfo) -> dict[str, Any]:
-    return {
-        "version": info.version,
-        "aliases": sorted(info.aliases),
-        "run_id": info.run_id,
-        "created_at_ms": info.created_at_ms,
-        "metrics": info.evaluation_metrics,
-        "candidate": info.params.get("candidate"),
-        "gate": {
-            "decision": info.tags.get("gate_decision"),
-            "reason": info.tags.get("gate_reason"),
-            "previous_champion": info.tags.get("previous_champion"),
-        },
-    }
+def _version_summary(info: ModelVersionInfo) -> VersionSummary:
+    return VersionSummary(
+        version=info.version,
+        aliases=sorted(info.aliases),
+        run_id=info.run_id,
+        created_at_ms=info.created_at_ms,
+        metrics=info.evaluation_metrics,
+        candidate=info.params.get("candidate"),
+        gate=VersionGate(
+            decision=info.tags.get("gate_decision"),
+            reason=info.tags.get("gate_reason"),
+            previous_champion=info.tags.get("previous_champion"),
+        ),
+    )
 
 
 class ModelLifecycle:
@@ -134,7 +135,7 @@ class ModelLifecycle:
 
     def _make_champion(
         self, name: str, model: ServedModel, previous: str | None, record_previous: bool
-    ) -> dict[str, Any]:
+    ) -> ChampionChange:
         spec = self.store.spec(name)
         challenger = self.registry.alias_version(spec.registered_name, CHALLENGER)
         self.registry.promote(
@@ -145,7 +146,7 @@ class ModelLifecycle:
             self.store.set_challenger(name, None, 0.0)
         self.store.serve(model)
         self._champion_moved(name)
-        return {"model": name, "previous_version": previous, "version": model.version}
+        return ChampionChange(model=name, previous_version=previous, version=model.version)
 
     def promote(
         self,
@@ -153,25 +154,27 @@ class ModelLifecycle:
         version: str,
         reason: str = "promoted by an admin request",
         details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ChampionChange:
         with self._lock:
             change = self._promote(name, version)
-        self.events.record(name, "promoted", reason, version, {**change, **(details or {})})
+        self.events.record(
+            name, "promoted", reason, version, {**change.model_dump(), **(details or {})}
+        )
         return change
 
-    def _promote(self, name: str, version: str) -> dict[str, Any]:
+    def _promote(self, name: str, version: str) -> ChampionChange:
         spec = self.store.spec(name)
         previous = self.registry.champion_version(spec.registered_name)
         return self._make_champion(name, self._load(name, version), previous, True)
 
-    def rollback(self, name: str) -> dict[str, Any]:
+    def rollback(self, name: str) -> ChampionChange:
         with self._lock:
             change = self._rollback(name)
         reason = (
-            f"an admin restored version {change['version']} "
-            f"(the champion before {change['previous_version']})"
+            f"an admin restored version {change.version} "
+            f"(the champion before {change.previous_version})"
         )
-        self.events.record(name, "rolled_back", reason, change["version"], change)
+        self.events.record(name, "rolled_back", reason, change.version, change.model_dump())
         return change
 
     def conclude_canary(
@@ -195,7 +198,7 @@ class ModelLifecycle:
             self.registry.set_version_tags(spec.registered_name, version, tags)
         self.events.record(name, "rolled_back", reason, version, details)
 
-    def _rollback(self, name: str) -> dict[str, Any]:
+    def _rollback(self, name: str) -> ChampionChange:
         spec = self.store.spec(name)
         current = self.registry.champion_version(spec.registered_name)
         if current is None:
@@ -209,11 +212,11 @@ class ModelLifecycle:
         # The restored version keeps its own record of what it replaced.
         return self._make_champion(name, self._load(name, previous), current, False)
 
-    def set_traffic(self, name: str, percent: float) -> dict[str, Any]:
+    def set_traffic(self, name: str, percent: float) -> TrafficState:
         with self._lock:
             return self._set_traffic(name, percent)
 
-    def _set_traffic(self, name: str, percent: float) -> dict[str, Any]:
+    def _set_traffic(self, name: str, percent: float) -> TrafficState:
         spec = self.store.spec(name)
         if percent > 0 and self.registry.alias_version(spec.registered_name, CHALLENGER) is None:
             raise ConflictError(
@@ -225,16 +228,16 @@ class ModelLifecycle:
         self._store_split(name, percent)
         return self.traffic_state(name)
 
-    def traffic_state(self, name: str) -> dict[str, Any]:
+    def traffic_state(self, name: str) -> TrafficState:
         champion = self.store.loaded(name)
         challenger, percent = self.store.challenger(name)
-        return {
-            "model": name,
-            "champion_version": champion.version if champion else None,
-            "challenger_version": challenger.version if challenger else None,
-            "challenger_percent": percent,
-        }
+        return TrafficState(
+            model=name,
+            champion_version=champion.version if champion else None,
+            challenger_version=challenger.version if challenger else None,
+            challenger_percent=percent,
+        )
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    def versions(self, name: str) -> list[VersionSummary]:
         spec = self.store.spec(name)
         return [_version_summary(v) for v in self.registry.list_versions(spec.registered_name)]

@@ -9,10 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from prediction_service.domain import (
+    DriftReport,
+    FeatureDrift,
+    FeedbackResult,
+    LiveQuality,
+    PredictionDrift,
+)
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.model_store import ModelStore
-from prediction_service.serving.service import Ids
+from prediction_service.serving.predictions import Ids
 from prediction_service.settings import Settings
 from prediction_service.storage.prediction_log import PredictionLog
 
@@ -78,7 +85,7 @@ class Monitor:
                         metrics.live_quality_threshold.labels(name, metric, side).set(value)
 
     # -- feedback --------------------------------------------------------------------
-    def record_feedback(self, prediction_id: str, actual: Any) -> dict[str, Any]:
+    def record_feedback(self, prediction_id: str, actual: Any) -> FeedbackResult:
         row = self.log.find(prediction_id)
         if row is None and self.log.flush():  # it may still be on its way to the database
             row = self.log.find(prediction_id)
@@ -88,7 +95,7 @@ class Monitor:
             row = self.log.find(prediction_id)
         if row is None:
             raise NotFoundError(f"no prediction with id {prediction_id!r}")
-        spec = self.store.spec(row["model"])
+        spec = self.store.spec(row.model)
         if spec.task == "classification":
             if not isinstance(actual, str) or actual not in (spec.target.classes or []):
                 raise InvalidInputError(
@@ -101,81 +108,90 @@ class Monitor:
             raise InvalidInputError("actual: must be a finite number")
         if not self.log.set_actual(prediction_id, actual):
             raise ConflictError(f"prediction {prediction_id!r} already has a ground-truth value")
-        model, version = row["model"], row["version"]
+        model, version = row.model, row.version
         self.metrics.feedback.labels(model, version).inc()
-        return {
-            "prediction_id": prediction_id,
-            "model": model,
-            "version": version,
-            "prediction": row["prediction"],
-            "actual": actual,
-            "live_quality": self.update_quality(model, version),
-        }
+        return FeedbackResult(
+            prediction_id=prediction_id,
+            model=model,
+            version=version,
+            prediction=row.prediction,
+            actual=actual,
+            live_quality=self.update_quality(model, version),
+        )
 
-    def update_quality(self, model: str, version: str, window: int | None = None) -> dict[str, Any]:
+    def update_quality(self, model: str, version: str, window: int | None = None) -> LiveQuality:
         """Quality over the version's latest ``window`` (default: the setting) labels."""
         pairs = self.log.recent_feedback(model, version, window or self.settings.quality_window)
-        quality: dict[str, Any] = {"version": version, "window": len(pairs)}
         if not pairs:
-            return quality
+            return LiveQuality(version=version, window=0)
         if self.store.spec(model).task == "classification":
-            quality["accuracy"] = float(np.mean([p == a for p, a in pairs]))
+            quality = LiveQuality(
+                version=version,
+                window=len(pairs),
+                accuracy=float(np.mean([p == a for p, a in pairs])),
+            )
         else:
             errors = np.array([float(p) - float(a) for p, a in pairs])
-            quality["mae"] = float(np.mean(np.abs(errors)))
-            quality["rmse"] = float(np.sqrt(np.mean(errors**2)))
-        for metric in ("accuracy", "mae", "rmse"):
-            if metric in quality:
-                self.metrics.live_quality.labels(model, version, metric).set(quality[metric])
+            quality = LiveQuality(
+                version=version,
+                window=len(pairs),
+                mae=float(np.mean(np.abs(errors))),
+                rmse=float(np.sqrt(np.mean(errors**2))),
+            )
+        for metric, value in quality.metrics().items():
+            self.metrics.live_quality.labels(model, version, metric).set(value)
         return quality
 
     # -- drift -----------------------------------------------------------------------
-    def drift(self, name: str) -> dict[str, Any]:
+    def drift(self, name: str) -> DriftReport:
         served = self.store.get(name)
         spec = served.spec
         s = self.settings
-        result: dict[str, Any] = {
-            "model": name,
-            "reference_version": served.version,
-            "window": 0,
-            "window_limit": s.drift_window,
-            "min_rows": s.drift_min_rows,
-            "thresholds": {"psi": s.drift_psi_threshold, "ks_pvalue": s.drift_pvalue_threshold},
-        }
+
+        def report(**fields: Any) -> DriftReport:
+            return DriftReport(
+                model=name,
+                reference_version=served.version,
+                window_limit=s.drift_window,
+                min_rows=s.drift_min_rows,
+                thresholds={"psi": s.drift_psi_threshold, "ks_pvalue": s.drift_pvalue_threshold},
+                **fields,
+            )
+
         reference = served.reference
         if reference is None:
-            result.update(
-                status="no_reference", detail="this version logged no reference statistics"
+            return report(
+                window=0,
+                status="no_reference",
+                detail="this version logged no reference statistics",
             )
-            return result
         self.log.flush()  # include what was served but is still queued
         rows = self.log.recent(name, s.drift_window)
-        result["window"] = len(rows)
         if len(rows) < s.drift_min_rows:
             self.metrics.drift_window.labels(name).set(0)
             for feat in spec.feature_names:
                 self.metrics.drift_detected.labels(name, feat).set(0)
-            result.update(
+            return report(
+                window=len(rows),
                 status="insufficient_data",
                 detail=f"{len(rows)} recent predictions; drift needs at least {s.drift_min_rows}",
                 drifted_features=[],
             )
-            return result
 
-        features: dict[str, Any] = {}
+        features: dict[str, FeatureDrift] = {}
         for feat in spec.feature_names:
             values = np.array([float(f[feat]) for f, _ in rows])
             ref = reference["features"][feat]
             score = psi(ref["bin_edges"], ref["bin_fractions"], values)
             pvalue = ks_pvalue(values, np.asarray(ref["sample"], dtype=np.float64))
             drifted = score >= s.drift_psi_threshold and pvalue < s.drift_pvalue_threshold
-            features[feat] = {
-                "psi": score,
-                "ks_pvalue": pvalue,
-                "drifted": drifted,
-                "mean": float(values.mean()),
-                "reference_mean": ref["mean"],
-            }
+            features[feat] = FeatureDrift(
+                psi=score,
+                ks_pvalue=pvalue,
+                drifted=drifted,
+                mean=float(values.mean()),
+                reference_mean=ref["mean"],
+            )
             self.metrics.drift_psi.labels(name, feat).set(score)
             self.metrics.drift_pvalue.labels(name, feat).set(pvalue)
             self.metrics.drift_detected.labels(name, feat).set(1 if drifted else 0)
@@ -188,13 +204,13 @@ class Monitor:
             pred_psi = psi(ref_pred["bin_edges"], ref_pred["bin_fractions"], np.array(predictions))
         self.metrics.prediction_drift_psi.labels(name).set(pred_psi)
         self.metrics.drift_window.labels(name).set(len(rows))
-        result.update(
+        return report(
+            window=len(rows),
             status="ok",
-            drifted_features=[f for f, v in features.items() if v["drifted"]],
+            drifted_features=[f for f, v in features.items() if v.drifted],
             features=features,
-            prediction={"psi": pred_psi, "drifted": pred_psi >= s.drift_psi_threshold},
+            prediction=PredictionDrift(psi=pred_psi, drifted=pred_psi >= s.drift_psi_threshold),
         )
-        return result
 
     def check_all(self) -> None:
         for name in self.store.specs:

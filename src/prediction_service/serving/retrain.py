@@ -16,18 +16,18 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from prediction_service.domain import RetrainJob
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.settings import Settings
 from prediction_service.specs import select_candidates
-from prediction_service.storage.jobs import ACTIVE, JobStore
+from prediction_service.storage.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class RetrainRunner:
             ]
             return self.jobs.fail_interrupted(INTERRUPTED, orphans)
         for job in self.jobs.list(limit=1000):
-            if job["status"] in ACTIVE and job["model"] not in self._threads:
-                self._watch(job["id"], job["model"], None)
+            if job.active and job.model not in self._threads:
+                self._watch(job.id, job.model, None)
         return 0
 
     def heartbeat(self) -> None:
@@ -204,7 +204,7 @@ class RetrainRunner:
         data_path: str | None,
         reason: str = "requested through POST /retrain",
         trigger: str = "manual",
-    ) -> dict[str, Any]:
+    ) -> RetrainJob:
         """Start a job; ConflictError while one of ``model`` runs anywhere (the database's
         unique index on active jobs decides between workers and replicas)."""
         spec = self.lifecycle.store.spec(model)
@@ -217,7 +217,7 @@ class RetrainRunner:
             running = self._threads.get(model)
             active = self.jobs.active(model)
             if (running and running.is_alive()) or active:
-                job_id = active["id"] if active else "?"
+                job_id = active.id if active else "?"
                 raise ConflictError(f"a retrain of {model!r} is already running (job {job_id})")
             job_id = uuid.uuid4().hex
             try:
@@ -238,18 +238,18 @@ class RetrainRunner:
             self._watch(job_id, model, args)
         return job
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str) -> RetrainJob:
         job = self.jobs.get(job_id)
         if job is None:
             raise NotFoundError(f"no retrain job {job_id!r}")
         log_file = self.log_path(job_id)
         if log_file.exists():
             lines = log_file.read_text(errors="replace").splitlines()
-            job["progress"] = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
-            if job["status"] == "failed":
-                job["log_tail"] = lines[-20:]
-        elif job["status"] in ACTIVE:
-            job["progress"] = self.launcher.progress(job_id)
+            progress = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
+            tail = lines[-20:] if job.status == "failed" else None
+            return job.model_copy(update={"progress": progress, "log_tail": tail})
+        if job.active:
+            return job.model_copy(update={"progress": self.launcher.progress(job_id)})
         return job
 
     def _watch(self, job_id: str, model: str, args: list[str] | None) -> None:
@@ -267,7 +267,7 @@ class RetrainRunner:
         error: str | None = None
         try:
             if args is not None:
-                self.jobs.update(job_id, status="running", started_at=datetime.now(UTC))
+                self.jobs.mark_running(job_id)
                 self.launcher.launch(job_id, args, self.log_path(job_id))
             error = self.launcher.wait(job_id, self.log_path(job_id))
         except Exception as exc:  # noqa: BLE001 - recorded on the job
@@ -281,22 +281,22 @@ class RetrainRunner:
     def _finish(self, job_id: str, model: str, error: str | None, seconds: float) -> None:
         status, ended = "failed", True
         try:
-            job = self.jobs.get(job_id) or {}
+            job = self.jobs.get(job_id)
             if self._stopping and not self.launcher.detached:
                 error = INTERRUPTED
-            elif error is None and job.get("version") is not None and not job.get("error"):
+            elif error is None and job and job.version is not None and not job.error:
                 status = "succeeded"
-                if job.get("promoted"):
+                if job.promoted:
                     # Serve the new champion now, not at the next poll, and before the job
                     # says it succeeded: a client that saw "succeeded" gets the new version
                     # (from the other workers within their traffic interval).
                     self.lifecycle.serve_new_champion(model)
             else:
-                error = job.get("error") or error or NO_OUTCOME
+                error = (job.error if job else None) or error or NO_OUTCOME
             error = None if status == "succeeded" else error
             ended = self.jobs.finish(job_id, status, error, unless=INTERRUPTED)
-            if ended:  # else another replica watching the same cluster Job ended it
-                self._record(job_id, model, status, job, error, seconds)
+            if ended and job:  # else another replica watching the same cluster Job ended it
+                self._record(job, status, error, seconds)
         except Exception:  # noqa: BLE001 - the next start marks it interrupted
             log.exception("could not record the end of retrain job %s", job_id)
         finally:
@@ -304,24 +304,16 @@ class RetrainRunner:
                 self.metrics.retrain_runs.labels(model, status).inc()
                 self.metrics.retrain_duration.labels(model).observe(seconds)
 
-    def _record(
-        self,
-        job_id: str,
-        model: str,
-        status: str,
-        job: dict[str, Any],
-        error: str | None,
-        seconds: float,
-    ) -> None:
+    def _record(self, job: RetrainJob, status: str, error: str | None, seconds: float) -> None:
         """The job's end as events: how it ended, and a promotion the gate made."""
-        events, version = self.lifecycle.events, job.get("version")
-        details: dict[str, Any] = {"job_id": job_id, "seconds": round(seconds, 1)}
+        events, model, version = self.lifecycle.events, job.model, job.version
+        details: dict[str, Any] = {"job_id": job.id, "seconds": round(seconds, 1)}
         if status != "succeeded":
             events.record(model, "retrain_failed", str(error), version, details)
             return
-        details["metrics"] = job.get("metrics")
-        gate = job.get("gate_reason")
-        if job.get("promoted"):
+        details["metrics"] = job.metrics
+        gate = job.gate_reason
+        if job.promoted:
             events.record(model, "retrain_succeeded", f"version {version} registered", version,
                           details)  # fmt: skip
             events.record(model, "promoted", f"the quality gate: {gate}", version, details)

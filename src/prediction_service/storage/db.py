@@ -1,7 +1,17 @@
-"""Engine, schema and migrations. SQLite (WAL) by default; any SQLAlchemy URL by setting."""
+"""Engine, schema and migrations: SQLite (WAL) by default, or PostgreSQL by URL.
+
+Those two are what the service supports and is tested on; any other database URL is
+refused at start (``make_engine``), naming them. Migrations run under a lock held in the
+database itself (PostgreSQL: a transaction-level advisory lock) or beside it (SQLite: a lock
+file), so any number of workers and replicas starting together migrate once.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,10 +19,13 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -23,12 +36,20 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    make_url,
     text,
     update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from prediction_service.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+SUPPORTED = ("sqlite", "postgresql")
+# pg_advisory_xact_lock's key for migrations: "pred" in ASCII.
+MIGRATION_LOCK_KEY = 0x70726564
 
 
 class Base(DeclarativeBase):
@@ -166,9 +187,19 @@ def _json(value: Any) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+    """An engine for a supported database; ConfigurationError for any other URL."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's ArgumentError, or a bad port
+        raise ConfigurationError(f"the prediction database URL cannot be read: {exc}") from None
+    if backend not in SUPPORTED:
+        raise ConfigurationError(
+            f"the prediction database {backend!r} is not supported: use SQLite "
+            "(sqlite:///path.db, the default) or PostgreSQL (postgresql+psycopg://...)"
+        )
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if path:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError:
@@ -188,13 +219,62 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, json_serializer=_json, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest Alembic revision."""
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database."""
+    database = make_url(url).database
+    return database if database and database != ":memory:" else None
+
+
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None  # the package ships its migrations
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database (none for one in memory)."""
+    if path is None:
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the latest revision, once however many processes ask at the same
+    moment: each waits for the lock, and whoever comes after the first finds it at head.
+    Returns the revisions before and after."""
+    head = head_revision()
+    sqlite = engine.dialect.name == "sqlite"
+    with _file_lock(_sqlite_path(str(engine.url)) if sqlite else None):
+        with engine.begin() as conn:
+            if not sqlite:  # held until this transaction ends, migrations included
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            before = current_revision(conn)
+            if before != head:
+                config = _config()
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+    if before != head:
+        log.info("prediction database migrated from %s to %s", before or "empty", head)
+    return before, head
 
 
 def reachable(engine: Engine) -> bool:

@@ -1,32 +1,23 @@
-"""Retrain jobs and traffic splits, persisted so they survive a restart."""
+"""Retrain jobs, persisted so they survive a restart and every replica sees them."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Engine, insert, or_, select, update
 
-from prediction_service.storage.db import (
-    RetrainJobRecord,
-    TrafficRecord,
-    upsert_by_model,
-    utc_iso,
-)
+from prediction_service.domain import ACTIVE, RetrainJob, TrainingOutcome
+from prediction_service.storage.db import RetrainJobRecord, utc_iso
 
-ACTIVE = ("queued", "running")
-JOB_COLUMNS = (
-    "id", "model", "status", "created_at", "started_at", "finished_at", "candidates",
-    "data_path", "version", "promoted", "gate_reason", "metrics", "error",
-)  # fmt: skip
+_COLUMNS = tuple(name for name in RetrainJob.model_fields if name not in ("progress", "log_tail"))
 
 
-def _job(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
-    return {k: utc_iso(data[k]) for k in JOB_COLUMNS}
+def _job(row: Any) -> RetrainJob:
+    data = row._mapping
+    return RetrainJob.model_validate({k: utc_iso(data[k]) for k in _COLUMNS})
 
 
 class JobStore:
@@ -40,7 +31,7 @@ class JobStore:
         candidates: list[str] | None,
         data_path: str | None,
         owner: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RetrainJob:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(RetrainJobRecord).values(
@@ -54,7 +45,9 @@ class JobStore:
                     heartbeat_at=time.time(),
                 )
             )
-        return self.get(job_id) or {}
+        job = self.get(job_id)
+        assert job is not None  # written just now, in this transaction's database
+        return job
 
     def heartbeat(self, owner: str) -> None:
         """``owner`` still watches its unfinished jobs."""
@@ -73,7 +66,10 @@ class JobStore:
         with self.engine.connect() as conn:
             return [(i, o, h) for i, o, h in conn.execute(stmt)]
 
-    def update(self, job_id: str, **values: Any) -> None:
+    def mark_running(self, job_id: str) -> None:
+        self._update(job_id, status="running", started_at=datetime.now(UTC))
+
+    def _update(self, job_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(RetrainJobRecord).where(RetrainJobRecord.id == job_id).values(**values)
@@ -95,35 +91,35 @@ class JobStore:
             return bool(conn.execute(stmt).rowcount)
 
     def record_outcome(
-        self, job_id: str, outcome: dict[str, Any] | None, error: str | None
+        self, job_id: str, outcome: TrainingOutcome | None, error: str | None
     ) -> None:
         """What the training process reports, wherever it runs: the outcome (version,
         promotion, metrics) or why it failed. The job's status is the runner's to set."""
         values: dict[str, Any] = {"error": error}
         if outcome:
             values.update(
-                version=outcome["version"],
-                promoted=outcome["promoted"],
-                gate_reason=outcome["reason"],
-                metrics=outcome["metrics"],
+                version=outcome.version,
+                promoted=outcome.promoted,
+                gate_reason=outcome.reason,
+                metrics=outcome.metrics,
             )
-        self.update(job_id, **values)
+        self._update(job_id, **values)
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> RetrainJob | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(RetrainJobRecord).where(RetrainJobRecord.id == job_id)
             ).first()
         return _job(row) if row else None
 
-    def list(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, model: str | None = None, limit: int = 50) -> list[RetrainJob]:
         stmt = select(RetrainJobRecord).order_by(RetrainJobRecord.created_at.desc()).limit(limit)
         if model is not None:
             stmt = stmt.where(RetrainJobRecord.model == model)
         with self.engine.connect() as conn:
             return [_job(r) for r in conn.execute(stmt)]
 
-    def active(self, model: str) -> dict[str, Any] | None:
+    def active(self, model: str) -> RetrainJob | None:
         stmt = select(RetrainJobRecord).where(
             RetrainJobRecord.model == model, RetrainJobRecord.status.in_(ACTIVE)
         )
@@ -142,32 +138,3 @@ class JobStore:
                 .values(status="failed", error=reason, finished_at=datetime.now(UTC))
             )
         return int(result.rowcount or 0)
-
-
-class Split(NamedTuple):
-    """What every worker follows of a model: its challenger share, and a token of the last
-    change of its champion made through the service."""
-
-    percent: float = 0.0
-    champion_change: str | None = None
-
-
-class TrafficStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def all(self) -> dict[str, Split]:
-        columns = (
-            TrafficRecord.model, TrafficRecord.challenger_percent, TrafficRecord.champion_change
-        )  # fmt: skip
-        with self.engine.connect() as conn:
-            return {m: Split(float(p), c) for m, p, c in conn.execute(select(*columns))}
-
-    def set(self, model: str, percent: float) -> None:
-        upsert_by_model(self.engine, TrafficRecord, model, challenger_percent=percent)
-
-    def champion_moved(self, model: str) -> str:
-        """Record a change of ``model``'s champion; the change's token."""
-        token = secrets.token_hex(8)
-        upsert_by_model(self.engine, TrafficRecord, model, champion_change=token)
-        return token

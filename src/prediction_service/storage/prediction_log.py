@@ -24,23 +24,37 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
+from prediction_service.domain import LoggedPrediction
 from prediction_service.metrics import Metrics
-from prediction_service.settings import Settings
 from prediction_service.storage.db import PredictionRecord, utc_iso
 
 log = logging.getLogger(__name__)
 
+# Tuning defaults (Settings reads them from here: PREDICT_LOG_*).
+DEFAULT_QUEUE_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 2000
+DEFAULT_FLUSH_INTERVAL_S = 0.2
+DEFAULT_FULL_WAIT_S = 5.0
 # Waits between attempts while the database is failing (locked, read-only, restarting):
 # about 3.5 s in all, longer than a PostgreSQL restart here takes.
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
 # 256 rows x 11 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
 _MAX_ROWS_PER_INSERT = 256
+# The placeholder of each DB-API paramstyle whose parameters are a sequence.
+_POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
     "id", "created_at", "model", "version", "features", "prediction",
     "probabilities", "latency_ms", "request_id", "status", "protocol",
 )  # fmt: skip
+
+
+def _fraction_appends(bind: Any) -> bool:
+    """Whether a time's text is the second's text, then ``.`` and six digits of microseconds."""
+    moment = datetime(2001, 2, 3, 4, 5, 6, 789012, UTC)
+    whole, rest = str(bind(moment.replace(microsecond=0))), str(bind(moment))
+    return rest == f"{whole[:-7]}.789012" and whole.endswith(".000000")
 
 
 class LogBatch(NamedTuple):
@@ -70,20 +84,15 @@ class LogBatch(NamedTuple):
         return len(self.ids)
 
 
-def _default(setting: str) -> Any:
-    """A tuning default, stated once: in Settings, where the service reads it from."""
-    return Settings.model_fields[setting].default
-
-
 class PredictionLog:
     def __init__(
         self,
         engine: Engine,
         metrics: Metrics,
-        max_queue: int = _default("log_queue_size"),
-        batch_size: int = _default("log_batch_size"),
-        flush_interval_s: float = _default("log_flush_interval_s"),
-        full_wait_s: float = _default("log_full_wait_s"),
+        max_queue: int = DEFAULT_QUEUE_ROWS,
+        batch_size: int = DEFAULT_BATCH_ROWS,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        full_wait_s: float = DEFAULT_FULL_WAIT_S,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -108,10 +117,18 @@ class PredictionLog:
         self._second, self._second_text = -1, ""
         # The writer shares the GIL with requests, so its cost matters: rows go to the
         # driver as tuples with values encoded by orjson (bench.run.prediction_log_cost).
-        self._sqlite = engine.dialect.name == "sqlite"
-        mark = "?" if self._sqlite else "%s"
+        dialect = engine.dialect
+        mark = _POSITIONAL_MARKS.get(dialect.paramstyle)
+        if mark is None:
+            raise ValueError(f"the {dialect.name} driver's paramstyle {dialect.paramstyle!r} "
+                             "is not supported by the prediction log")  # fmt: skip
         self._columns = ", ".join(_INSERT_COLUMNS)
         self._row_marks = "(" + ", ".join([mark] * len(_INSERT_COLUMNS)) + ")"
+        # The driver's form of a timestamp: the column type's own bind processor (SQLite
+        # stores text, PostgreSQL's driver takes a datetime).
+        created_at = PredictionRecord.__table__.c.created_at.type
+        self._bind_time = created_at.dialect_impl(dialect).bind_processor(dialect)
+        self._per_second = self._bind_time is not None and _fraction_appends(self._bind_time)
         self._statements: dict[int, str] = {}
 
     # -- request path ------------------------------------------------------------------
@@ -194,14 +211,17 @@ class PredictionLog:
         ]
 
     def _timestamp(self, when: float) -> Any:
-        """``when`` as the driver takes it: for SQLite the text SQLAlchemy's DateTime reads
-        back, built from a per-second prefix (datetime.isoformat costs 4 us a row here)."""
-        if not self._sqlite:
+        """``when`` as the driver takes it. Where the type's processor writes text that ends
+        in the microseconds (SQLite), the text is built from a per-second prefix:
+        datetime.isoformat and the processor cost 4 us a row here, the prefix 0.3."""
+        if self._bind_time is None:
             return datetime.fromtimestamp(when, UTC)
+        if not self._per_second:
+            return self._bind_time(datetime.fromtimestamp(when, UTC))
         second = int(when)
         if second != self._second:
             self._second = second
-            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+            self._second_text = self._bind_time(datetime.fromtimestamp(second, UTC))[:-7]
         return f"{self._second_text}.{int((when - second) * 1e6):06d}"
 
     # -- writer --------------------------------------------------------------------------
@@ -322,11 +342,11 @@ class PredictionLog:
             log.error("prediction log: %s not written (%s): %s", which, reason, message)
 
     # -- ground truth and recent traffic -----------------------------------------------
-    def find(self, prediction_id: str) -> dict[str, Any] | None:
+    def find(self, prediction_id: str) -> LoggedPrediction | None:
         stmt = select(PredictionRecord).where(PredictionRecord.id == prediction_id)
         with self.engine.connect() as conn:
             row = conn.execute(stmt).first()
-        return dict(row._mapping) if row else None
+        return _public(row._mapping) if row else None
 
     def set_actual(self, prediction_id: str, actual: Any) -> bool:
         """Store the ground truth once; False when the prediction already has one."""
@@ -392,7 +412,7 @@ class PredictionLog:
     # -- reads ---------------------------------------------------------------------------
     def history(
         self, model: str | None, limit: int, before: int | None
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[list[LoggedPrediction], int | None]:
         """Newest first; ``before`` is the cursor (a row's ``seq``) from the previous page."""
         stmt = select(PredictionRecord).order_by(PredictionRecord.seq.desc()).limit(limit + 1)
         if model is not None:
@@ -400,16 +420,13 @@ class PredictionLog:
         if before is not None:
             stmt = stmt.where(PredictionRecord.seq < before)
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            rows = [r._mapping for r in conn.execute(stmt)]
         next_cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
         return [_public(r) for r in rows[:limit]], next_cursor
 
 
-PUBLIC_COLUMNS = (
-    "id", "created_at", "model", "version", "features", "prediction",
-    "probabilities", "latency_ms", "request_id", "status", "protocol", "actual",
-)  # fmt: skip
+PUBLIC_COLUMNS = tuple(LoggedPrediction.model_fields)
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: utc_iso(row[k]) for k in PUBLIC_COLUMNS}
+def _public(row: Any) -> LoggedPrediction:
+    return LoggedPrediction.model_validate({k: utc_iso(row[k]) for k in PUBLIC_COLUMNS})

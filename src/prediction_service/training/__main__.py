@@ -1,3 +1,3 @@
-from prediction_service.training.cli import main
+from prediction_service.commands.train import main
 
 raise SystemExit(main())

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prediction_service.specs import METRICS, GateSpec, Threshold
+from prediction_service.specs import METRICS, GateSpec, failed_thresholds
 
 
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
-
-
-def failed_thresholds(thresholds: dict[str, Threshold], metrics: dict[str, float]) -> list[str]:
-    """Each bound ``metrics`` break, as a sentence; bounds on absent metrics are skipped."""
-    failures = []
-    for name, bound in thresholds.items():
-        if name not in metrics:
-            continue
-        value = metrics[name]
-        if bound.min is not None and value < bound.min:
-            failures.append(f"{name} {value:.4f} < required {bound.min}")
-        if bound.max is not None and value > bound.max:
-            failures.append(f"{name} {value:.4f} > allowed {bound.max}")
-    return failures
 
 
 def decide(

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
+from prediction_service.domain import TrainingOutcome
 from prediction_service.predictors.portable import explainer_from_bundle, to_bundle
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
@@ -27,7 +28,7 @@ from prediction_service.registry.store import (
 )
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, select_candidates
-from prediction_service.training.catalog import build_estimator
+from prediction_service.training.build import build_estimator
 from prediction_service.training.feedback import load_feedback, training_digest
 from prediction_service.training.gate import decide
 from prediction_service.training.metrics import score
@@ -83,20 +84,20 @@ class TrainingResult:
             rows.append(f"{c.name:<26} {cv:>16} {c.test_score:>12.4f}  {'*' if c.chosen else ''}")
         return "\n".join(rows)
 
-    def outcome(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "registered_name": self.registered_name,
-            "version": self.version,
-            "promoted": self.promoted,
-            "canary": self.canary,
-            "reason": self.reason,
-            "feedback_rows": self.feedback_rows,
-            "chosen": self.chosen,
-            "run_id": self.run_id,
-            "metrics": {f"test_{k}": v for k, v in self.test_metrics.items()} | self.cv_metrics,
-            "seconds": round(self.seconds, 3),
-        }
+    def outcome(self) -> TrainingOutcome:
+        return TrainingOutcome(
+            model=self.model,
+            registered_name=self.registered_name,
+            version=self.version,
+            promoted=self.promoted,
+            canary=self.canary,
+            reason=self.reason,
+            feedback_rows=self.feedback_rows,
+            chosen=self.chosen,
+            run_id=self.run_id,
+            metrics={f"test_{k}": v for k, v in self.test_metrics.items()} | self.cv_metrics,
+            seconds=round(self.seconds, 3),
+        )
 
     def summary(self) -> str:
         state = (

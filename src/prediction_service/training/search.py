@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from prediction_service.specs import CandidateSpec, SearchDimension
-from prediction_service.training.catalog import build_estimator
+from prediction_service.training.build import build_estimator
 from prediction_service.training.metrics import score
 
 Progress = Callable[[str], None]

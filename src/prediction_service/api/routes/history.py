@@ -27,4 +27,4 @@ async def history(
     if model is not None:
         store.spec(model)  # 404 for unknown models
     items, next_cursor = await run_in_threadpool(log.history, model, limit, cursor)
-    return HistoryPage(items=items, next_cursor=next_cursor)  # type: ignore[arg-type]
+    return HistoryPage(items=items, next_cursor=next_cursor)

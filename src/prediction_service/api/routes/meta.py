@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from prediction_service import __version__
-from prediction_service.api.deps import ServicesDep
+from prediction_service.api.deps import CoreDep
 from prediction_service.api.responses import JSONResponse
 from prediction_service.api.schemas import Health, ModelStatus, Ready, ServiceInfo
 from prediction_service.serving.model_store import ModelStore
@@ -21,11 +21,11 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/", summary="Service info and links")
-async def root(services: ServicesDep) -> ServiceInfo:
+async def root(core: CoreDep) -> ServiceInfo:
     return ServiceInfo(
         name="prediction-service",
         version=__version__,
-        models=sorted(services.specs),
+        models=sorted(core.specs),
         links={
             "docs": "/docs",
             "health": "/health",
@@ -53,15 +53,15 @@ def models_status(store: ModelStore) -> dict[str, ModelStatus]:
 
 
 @router.get("/health", summary="Liveness, with detail on models, database and registry")
-async def health(services: ServicesDep) -> Health:
-    db_ok = await run_in_threadpool(services.database_reachable)
-    registry_ok = await run_in_threadpool(services.registry.reachable)
-    models = models_status(services.store)
+async def health(core: CoreDep) -> Health:
+    db_ok = await run_in_threadpool(core.database_reachable)
+    registry_ok = await run_in_threadpool(core.registry.reachable)
+    models = models_status(core.store)
     healthy = db_ok and registry_ok and all(m.loaded for m in models.values())
     return Health(
         status="ok" if healthy else "degraded",
         version=__version__,
-        uptime_s=round(time.monotonic() - services.started_at, 3),
+        uptime_s=round(time.monotonic() - core.started_at, 3),
         worker_pid=os.getpid(),
         memory_rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
         models=models,
@@ -76,8 +76,8 @@ async def health(services: ServicesDep) -> Health:
     response_model=Ready,
     responses={503: {"model": Ready, "description": "a model is not loaded; detail says why"}},
 )
-async def ready(services: ServicesDep) -> Response:
-    why = services.store.not_ready()
+async def ready(core: CoreDep) -> Response:
+    why = core.store.not_ready()
     if why:
         return JSONResponse({"ready": False, "detail": why}, 503)
     return JSONResponse({"ready": True})
@@ -90,6 +90,6 @@ async def ready(services: ServicesDep) -> Response:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text exposition"}},
 )
 @router.get("/metrics/prometheus", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
-    services.metrics.log_queue_depth.set(services.prediction_log.queue_depth)
-    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(core: CoreDep) -> Response:
+    core.metrics.log_queue_depth.set(core.prediction_log.queue_depth)
+    return Response(core.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

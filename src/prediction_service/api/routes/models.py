@@ -12,43 +12,43 @@ from starlette.concurrency import run_in_threadpool
 from prediction_service.api.auth import Admin, Scope
 from prediction_service.api.deps import LifecycleDep, StoreDep
 from prediction_service.api.schemas import (
-    ChampionChange,
+    FeatureInfo,
+    GateInfo,
     ModelEvents,
     ModelInfo,
-    TrafficState,
-    VersionSummary,
+    TrafficInfo,
     errors,
 )
+from prediction_service.domain import ChampionChange, EventType, TrafficState, VersionSummary
 from prediction_service.serving.model_store import ModelStore
-from prediction_service.storage.automation import EventType
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-def describe(store: ModelStore, name: str) -> dict[str, Any]:
+def describe(store: ModelStore, name: str) -> ModelInfo:
     spec = store.spec(name)
-    out: dict[str, Any] = {
+    challenger, percent = store.challenger(name)
+    head: dict[str, Any] = {
         "name": name,
         "registered_name": spec.registered_name,
         "task": spec.task,
         "description": spec.description,
         "features": [
-            {"name": f.name, "type": f.type, "min": f.min, "max": f.max} for f in spec.features
+            FeatureInfo(name=f.name, type=f.type, min=f.min, max=f.max) for f in spec.features
         ],
         "classes": spec.target.classes,
-        "loaded": False,
-    }
-    challenger, percent = store.challenger(name)
-    out["traffic"] = {
-        "challenger_version": challenger.version if challenger else None,
-        "challenger_percent": percent,
+        "traffic": TrafficInfo(
+            challenger_version=challenger.version if challenger else None,
+            challenger_percent=percent,
+        ),
     }
     model = store.loaded(name)
     if model is None:
-        out["error"] = store.error(name)
-        return out
+        return ModelInfo(**head, loaded=False, error=store.error(name))
     info = model.info
-    out.update(
+    report = info.run_tags.get("report")
+    return ModelInfo(
+        **head,
         loaded=True,
         version=model.version,
         aliases=info.aliases,
@@ -58,24 +58,22 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         dataset_digest=info.run_tags.get("data_digest"),
         spec_digest=info.run_tags.get("spec_digest"),
         git_commit=info.run_tags.get("git_commit"),
-        gate={"decision": info.tags.get("gate_decision"), "reason": info.tags.get("gate_reason")},
+        gate=GateInfo(decision=info.tags.get("gate_decision"), reason=info.tags.get("gate_reason")),
         trained_at=datetime.fromtimestamp(info.created_at_ms / 1000, UTC).isoformat(),
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
+        report=f"runs:/{info.run_id}/{report}" if report else None,
         predictor=model.predictor_kind,
     )
-    if info.run_tags.get("report"):
-        out["report"] = f"runs:/{info.run_id}/{info.run_tags['report']}"
-    return out
 
 
 @router.get("", summary="Every model and what it is serving")
 async def list_models(store: StoreDep) -> list[ModelInfo]:
-    return [ModelInfo.model_validate(describe(store, name)) for name in store.specs]
+    return [describe(store, name) for name in store.specs]
 
 
 @router.get("/{model}", summary="One model and what it is serving", responses=errors(404))
 async def get_model(model: str, store: StoreDep) -> ModelInfo:
-    return ModelInfo.model_validate(describe(store, model))
+    return describe(store, model)
 
 
 @router.get(
@@ -92,7 +90,7 @@ async def list_events(
 ) -> ModelEvents:
     lifecycle.store.spec(model)  # 404 for an unknown model
     events = await run_in_threadpool(lifecycle.events.list, model, limit, type)
-    return ModelEvents.model_validate({"events": events})
+    return ModelEvents(events=events)
 
 
 class PromoteIn(BaseModel):
@@ -112,8 +110,7 @@ class TrafficIn(BaseModel):
     responses=errors(404),
 )
 async def list_versions(model: str, lifecycle: LifecycleDep) -> list[VersionSummary]:
-    versions = await run_in_threadpool(lifecycle.versions, model)
-    return [VersionSummary.model_validate(v) for v in versions]
+    return await run_in_threadpool(lifecycle.versions, model)
 
 
 @router.post(
@@ -123,9 +120,7 @@ async def list_versions(model: str, lifecycle: LifecycleDep) -> list[VersionSumm
     responses=errors(404, 409),
 )
 async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> ChampionChange:
-    return ChampionChange.model_validate(
-        await run_in_threadpool(lifecycle.promote, model, body.version)
-    )
+    return await run_in_threadpool(lifecycle.promote, model, body.version)
 
 
 @router.post(
@@ -135,7 +130,7 @@ async def promote(model: str, body: PromoteIn, lifecycle: LifecycleDep) -> Champ
     responses=errors(404, 409),
 )
 async def rollback(model: str, lifecycle: LifecycleDep) -> ChampionChange:
-    return ChampionChange.model_validate(await run_in_threadpool(lifecycle.rollback, model))
+    return await run_in_threadpool(lifecycle.rollback, model)
 
 
 @router.post(
@@ -145,6 +140,4 @@ async def rollback(model: str, lifecycle: LifecycleDep) -> ChampionChange:
     responses=errors(404, 409),
 )
 async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> TrafficState:
-    return TrafficState.model_validate(
-        await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)
-    )
+    return await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)

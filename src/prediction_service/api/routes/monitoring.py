@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Scope
 from prediction_service.api.deps import MonitorDep
-from prediction_service.api.schemas import DriftReport, FeedbackOut, errors
+from prediction_service.api.schemas import errors
+from prediction_service.domain import DriftReport, FeedbackResult
 from prediction_service.specs import ModelSpec
 
 PREDICTION_ID = r"^[0-9a-f]{32}$"
@@ -57,11 +58,10 @@ def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
     )
     async def feedback(
         body: Annotated[FeedbackIn, Body()], monitor: MonitorDep  # type: ignore[valid-type]
-    ) -> FeedbackOut:
-        result = await run_in_threadpool(
+    ) -> FeedbackResult:
+        return await run_in_threadpool(
             monitor.record_feedback, body.prediction_id, body.actual  # type: ignore[attr-defined]
         )
-        return FeedbackOut.model_validate(result)
 
     @router.get(
         "/drift/{model}",
@@ -70,6 +70,6 @@ def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
         responses=errors(404, 503),
     )
     async def drift(model: str, monitor: MonitorDep) -> DriftReport:
-        return DriftReport.model_validate(await run_in_threadpool(monitor.drift, model))
+        return await run_in_threadpool(monitor.drift, model)
 
     return router

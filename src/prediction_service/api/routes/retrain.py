@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from prediction_service.api.auth import Admin
 from prediction_service.api.deps import RetrainDep
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.schemas import RetrainJob, RetrainJobs, errors
+from prediction_service.api.schemas import RetrainJobs, errors
+from prediction_service.domain import RetrainJob
 from prediction_service.serving.codec import camel
 from prediction_service.specs import ModelSpec
 
@@ -62,14 +63,13 @@ def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
     )
     async def start(body: Annotated[RetrainIn, Body()], runner: RetrainDep) -> JSONResponse:
         job = await run_in_threadpool(runner.start, body.model, body.candidates, body.data_path)
-        content = RetrainJob.model_validate(job).model_dump()
-        return JSONResponse(content, status_code=202, headers={"Location": f"/retrain/{job['id']}"})
+        return JSONResponse(job.model_dump(), 202, headers={"Location": f"/retrain/{job.id}"})
 
     @router.get(
         "/{job_id}", summary="One job's status, outcome and progress", responses=errors(404)
     )
     async def get_job(job_id: str, runner: RetrainDep) -> RetrainJob:
-        return RetrainJob.model_validate(await run_in_threadpool(runner.get, job_id))
+        return await run_in_threadpool(runner.get, job_id)
 
     @router.get("", summary="Recent jobs, newest first")
     async def list_jobs(
@@ -78,6 +78,6 @@ def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> RetrainJobs:
         items = await run_in_threadpool(runner.jobs.list, model, limit)
-        return RetrainJobs(items=items)  # type: ignore[arg-type]
+        return RetrainJobs(items=items)
 
     return router

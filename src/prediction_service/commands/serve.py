@@ -1,4 +1,4 @@
-"""``python run_api.py``: serve the API with uvicorn."""
+"""``prediction-service serve`` (and ``python run_api.py``): serve the API with uvicorn."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
-from prediction_service.api.server import HttpProtocol
+from prediction_service import shortcuts
+from prediction_service.settings import Settings
 
 
 def prepare_multiprocess_metrics(workers: int) -> None:
@@ -29,15 +30,14 @@ def prepare_multiprocess_metrics(workers: int) -> None:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def warn_if_open(host: str) -> None:
+def warn_if_open(host: str, settings: Settings) -> None:
     """Serving beyond this machine with no keys for feedback and history: say so, loudly."""
     from prediction_service.access import AccessControl
     from prediction_service.metrics import Metrics
-    from prediction_service.settings import Settings
 
     if host in LOOPBACK:
         return
-    control = AccessControl.from_settings(Settings(), Metrics())
+    control = AccessControl.from_settings(settings, Metrics())
     exposed = [s for s in ("feedback", "read") if control.is_open(s)]
     if exposed:
         print(
@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    warn_if_open(args.host)
+    settings = Settings()
+    warn_if_open(args.host, settings)
     prepare_multiprocess_metrics(args.workers)
+    shortcuts.configure(settings.shortcuts)
     uvicorn.run(
         "prediction_service.api.app:create_app",
         factory=True,
@@ -93,6 +95,6 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
         access_log=args.access_log,
         timeout_graceful_shutdown=args.graceful_timeout,
         loop="uvloop",
-        http=HttpProtocol,
+        http=shortcuts.http_protocol(),
     )
     return 0

@@ -1,9 +1,10 @@
-"""The core, built without the web framework: every protocol adapter is handed one ``Services``.
+"""The core, built without the web framework: every transport is handed one ``Core``.
 
-``build_services(settings)`` assembles the parts (nothing starts yet); ``start()`` brings up
-the prediction-log schema, loads every champion, starts the log writer and the background
-loops (registry polls, drift checks); ``close()`` stops them and drains the log. The REST
-app, the gRPC server and the tests all use the same object.
+``build_core(settings)`` assembles the parts (nothing starts yet); ``start()`` brings the
+prediction-log schema to head (under a database lock, so replicas starting together do not
+race), loads every champion, starts the log writer and the background loops (registry
+polls, drift checks); ``close()`` stops them and drains the log. The HTTP app, the gRPC
+server and the tests all use the same object.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from prediction_service import shortcuts
 from prediction_service.access import AccessControl
 from prediction_service.access import summary as access_summary
 from prediction_service.metrics import Metrics
@@ -26,23 +28,25 @@ from prediction_service.serving.codec import FeatureCodec, example_row
 from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
+from prediction_service.serving.predictions import PredictionService
 from prediction_service.serving.retrain import HEARTBEAT_S, RetrainRunner
-from prediction_service.serving.service import PredictionService
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
-from prediction_service.storage.automation import EventStore, LeaseStore, StateStore
+from prediction_service.storage.automation_state import StateStore
 from prediction_service.storage.db import make_engine, migrate, reachable
-from prediction_service.storage.jobs import JobStore, TrafficStore
+from prediction_service.storage.events import EventStore
+from prediction_service.storage.jobs import JobStore
+from prediction_service.storage.leases import LeaseStore
 from prediction_service.storage.prediction_log import PredictionLog
+from prediction_service.storage.traffic import TrafficStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Services:
+class Core:
     settings: Settings
     specs: dict[str, ModelSpec]
-    codecs: dict[str, FeatureCodec]
     metrics: Metrics
     engine: Engine
     registry: Registry
@@ -58,13 +62,6 @@ class Services:
     _stop: threading.Event = field(default_factory=threading.Event)
     _loops: list[threading.Thread] = field(default_factory=list)
 
-    def codec(self, name: str) -> FeatureCodec:
-        """The named model's codec; 404 naming the known models for any other name."""
-        codec = self.codecs.get(name)
-        if codec is None:
-            self.store.spec(name)  # raises UnknownModelError
-        return codec  # type: ignore[return-value]
-
     @property
     def started(self) -> bool:
         return self.started_at > 0
@@ -77,8 +74,8 @@ class Services:
         log.info("%s", access_summary(self.access))
         try:
             migrate(self.engine)
-        except Exception:  # noqa: BLE001 - predictions work without the log; writes are counted
-            log.exception("prediction log database unavailable at start-up")
+        except Exception as exc:  # noqa: BLE001 - predictions work without the log; counted
+            log.error("prediction log database unavailable at start-up: %s", exc)
         self.lifecycle.sync_all()
         try:
             interrupted = self.retrain.recover()
@@ -135,8 +132,9 @@ class Services:
         thread.start()
 
 
-def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
     """Assemble the core for ``settings``; nothing runs until ``start()``."""
+    shortcuts.configure(settings.shortcuts)
     specs = load_specs(settings.specs_path)
     metrics = metrics or Metrics()
     engine = make_engine(settings.effective_database_url)
@@ -152,19 +150,18 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         full_wait_s=settings.log_full_wait_s,
     )
     monitor = Monitor(store, prediction_log, metrics, settings)
-    predictions = PredictionService(store, prediction_log, metrics)
-    retrain = RetrainRunner(settings, JobStore(engine), lifecycle, metrics)
-    automation = Automation(
-        settings, retrain, monitor, predictions, LeaseStore(engine), StateStore(engine), metrics
-    )
     codecs = {
         name: FeatureCodec(spec, settings.max_batch_size, example_row(spec, settings.home))
         for name, spec in specs.items()
     }
-    return Services(
+    predictions = PredictionService(store, codecs, prediction_log, metrics)
+    retrain = RetrainRunner(settings, JobStore(engine), lifecycle, metrics)
+    automation = Automation(
+        settings, retrain, monitor, predictions, LeaseStore(engine), StateStore(engine), metrics
+    )
+    return Core(
         settings=settings,
         specs=specs,
-        codecs=codecs,
         metrics=metrics,
         engine=engine,
         registry=registry,

@@ -1,4 +1,4 @@
-"""Command line for training: ``python -m prediction_service.training MODEL ...``.
+"""``prediction-service train`` (and ``python -m prediction_service.training``, the trainers).
 
 Exit codes: 0 every trained version became champion; 3 at least one was registered but
 not promoted; 1 a spec, data or registry error stopped training; 2 bad arguments.
@@ -11,8 +11,8 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
+from prediction_service.domain import TrainingOutcome
 from prediction_service.errors import NotFoundError, ServiceError
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None, model: str | None = None, prog: str | No
             jobs.record_outcome(args.job_id, None, f"{type(exc).__name__}: {exc}")
         raise
     if args.json_result:
-        args.json_result.write_text(json.dumps(outcomes, indent=2))
+        args.json_result.write_text(json.dumps([o.model_dump() for o in outcomes], indent=2))
     if jobs:
         jobs.record_outcome(args.job_id, outcomes[0] if outcomes else None, error)
         if code == EXIT_NOT_PROMOTED:
@@ -114,9 +114,9 @@ def job_store(settings: Settings) -> JobStore:
 
 def _train(
     args: argparse.Namespace, model: str | None, settings: Settings, progress: Progress
-) -> tuple[int, list[dict[str, Any]], str | None]:
+) -> tuple[int, list[TrainingOutcome], str | None]:
     """Exit code, one outcome per trained model, and the error that stopped training."""
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[TrainingOutcome] = []
     try:
         specs = load_specs(settings.specs_path)
         names = [model] if model else (args.models or list(specs))

@@ -1,8 +1,8 @@
-"""The estimators a spec may name. Import paths are strings so reading a spec imports no ML code."""
+"""The estimators a spec may name, and the two tasks. Import paths are strings, so reading a
+spec imports no ML code; ``training.build`` turns an entry into an estimator."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,37 +45,3 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
         "classification", "lightgbm:LGBMClassifier", defaults=(("verbose", -1),)
     ),
 }
-
-
-def build_estimator(
-    name: str, params: dict[str, Any], seed: int, derive: list[list[float]] | None = None
-) -> Any:
-    """A fresh, unfitted estimator; ``TypeError`` on a parameter the estimator does not take.
-    With ``derive`` (a spec's ``derive_weights()``), a pipeline whose first step adds the
-    derived features."""
-    estimator = _build(name, params, seed)
-    if derive is None:
-        return estimator
-    from sklearn.pipeline import Pipeline
-
-    from prediction_service.training.derive import LinearFeatures
-
-    steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
-    return Pipeline([("derive", LinearFeatures(derive)), *steps])
-
-
-def _build(name: str, params: dict[str, Any], seed: int) -> Any:
-    entry = ESTIMATORS[name]
-    module_name, cls_name = entry.import_path.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    kwargs: dict[str, Any] = dict(entry.defaults)
-    if entry.seeded:
-        kwargs["random_state"] = seed
-    kwargs.update(params)
-    estimator = cls(**kwargs)
-    if not entry.scaled:
-        return estimator
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return Pipeline([("scale", StandardScaler()), ("model", estimator)])

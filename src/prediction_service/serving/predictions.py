@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from prediction_service.errors import NotExplainableError
-from prediction_service.metrics import Metrics, observe_many, observe_one
+from prediction_service.metrics import Metrics
+from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore, ServedModel
+from prediction_service.shortcuts import observe_many, observe_one
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
-EXPLAIN = "explain"  # the protocol label of explanations, on log rows and metrics
 # Up to this many rows, outputs are shaped and counted in plain Python.
 _FEW_ROWS = 16
 
@@ -77,12 +78,29 @@ class Ids:
 
 
 class PredictionService:
-    def __init__(self, store: ModelStore, log: PredictionLog, metrics: Metrics) -> None:
+    """What every protocol calls: the models' codecs (payload in, matrix out) and
+    ``predict`` (matrix in, typed result out), logged and counted the same way for all."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        codecs: dict[str, FeatureCodec],
+        log: PredictionLog,
+        metrics: Metrics,
+    ) -> None:
         self.store = store
+        self.codecs = codecs
         self.log = log
         self.metrics = metrics
         self._instruments: dict[tuple[str, str], _Instruments] = {}
         self.ids = Ids()
+
+    def codec(self, name: str) -> FeatureCodec:
+        """The named model's codec; 404 naming the known models for any other name."""
+        codec = self.codecs.get(name)
+        if codec is None:
+            self.store.spec(name)  # raises UnknownModelError
+        return codec  # type: ignore[return-value]
 
     def predict(
         self,
@@ -157,18 +175,18 @@ class PredictionService:
         )
 
     def explain(
-        self, name: str, X: np.ndarray, request_id: str | None = None
+        self, name: str, X: np.ndarray, protocol: str, request_id: str | None = None
     ) -> tuple[Prediction, np.ndarray]:
         """The champion's prediction of the rows of ``X`` and their exact contributions,
         ``(rows, outputs, features + 1)`` (see ``predictors.portable.ExplainFn``). Logged and
-        counted like any prediction, under the protocol ``explain``; no A/B split."""
+        counted like any prediction, under ``protocol``; no A/B split."""
         model = self.store.get(name)
         if model.explain is None:  # counted by the lane that answers it, as every refusal is
             raise NotExplainableError(
                 f"{name} version {model.version} cannot be explained: {model.unexplained}"
             )
         contributions = model.explain(X)
-        return self.predict(name, X, EXPLAIN, request_id, model.version), contributions
+        return self.predict(name, X, protocol, request_id, model.version), contributions
 
     def requests(self, name: str, version: str) -> tuple[int, int]:
         """The requests ``version`` answered and failed in this process."""

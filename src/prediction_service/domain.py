@@ -1,0 +1,199 @@
+"""The typed values the core hands across package boundaries.
+
+Storage returns them, the serving layer makes and reads them, and the HTTP routes answer
+with them as they are (they are pydantic models, so each one is also its response schema):
+a renamed field is a type error, not a ``KeyError`` at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), frozen=True)
+
+
+# -- model events --------------------------------------------------------------------
+EventType = Literal[
+    "retrain_triggered", "retrain_succeeded", "retrain_failed", "canary_started",
+    "promoted", "rolled_back",
+]  # fmt: skip
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+
+class ModelEvent(Value):
+    """A decision about a model (retrain triggered, canary started, promoted, ...) and why."""
+
+    type: EventType
+    at: str = Field(description="when, ISO 8601 UTC")
+    version: str | None = Field(description="the version the decision is about")
+    reason: str = Field(description="why, as a sentence")
+    details: dict[str, JsonValue] = Field(description="the numbers behind the decision")
+
+
+# -- retrain jobs ----------------------------------------------------------------------
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
+
+
+class TrainingOutcome(Value):
+    """What a training run reports (to its retrain job's row, and ``--json-result``)."""
+
+    model: str
+    registered_name: str
+    version: str
+    promoted: bool
+    canary: bool  # passed the gate; the service's canary decides
+    reason: str
+    feedback_rows: int
+    chosen: str  # the candidate
+    run_id: str
+    metrics: dict[str, float]  # test_* and cv_*
+    seconds: float
+
+
+class RetrainJob(Value):
+    id: str
+    model: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    candidates: list[str] | None
+    data_path: str | None
+    version: str | None
+    promoted: bool | None
+    gate_reason: str | None
+    metrics: dict[str, float] | None
+    error: str | None
+    progress: str | None = None
+    log_tail: list[str] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+# -- what is served --------------------------------------------------------------------
+class ChampionChange(Value):
+    model: str
+    previous_version: str | None
+    version: str
+
+
+class TrafficState(Value):
+    model: str
+    champion_version: str | None
+    challenger_version: str | None
+    challenger_percent: float
+
+
+class VersionGate(Value):
+    decision: str | None
+    reason: str | None
+    previous_champion: str | None
+
+
+class VersionSummary(Value):
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created_at_ms: int
+    metrics: dict[str, float]
+    candidate: str | None
+    gate: VersionGate
+
+
+# -- the automation's memory -----------------------------------------------------------
+AUTOMATION_STATE_VERSION = 1
+
+
+class CanaryState(BaseModel):
+    """The canary being judged: which version against which champion, since when."""
+
+    version: str
+    champion: str
+    started_at: float  # Unix seconds
+    after_seq: int  # the prediction log's last row before it started
+
+
+class AutomationState(BaseModel):
+    """What the automation of one model remembers between checks, stored as JSON. Mutable:
+    a check updates it in place and stores it when it changed."""
+
+    schema_version: int = AUTOMATION_STATE_VERSION
+    drift_streak: int = 0  # drift checks in a row that found drift
+    drift_features: list[str] = Field(default_factory=list)  # what drifted in the latest
+    canary: CanaryState | None = None
+
+
+# -- ground truth, live quality, drift ---------------------------------------------------
+class LiveQuality(Value):
+    version: str
+    window: int
+    accuracy: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """The measured metrics by name (the spec's live-quality bounds name them)."""
+        values = {"accuracy": self.accuracy, "mae": self.mae, "rmse": self.rmse}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+Label = float | str  # a regressor's value or a classifier's class
+
+
+class FeedbackResult(Value):
+    prediction_id: str
+    model: str
+    version: str
+    prediction: Label
+    actual: Label
+    live_quality: LiveQuality
+
+
+class FeatureDrift(Value):
+    psi: float
+    ks_pvalue: float
+    drifted: bool
+    mean: float
+    reference_mean: float
+
+
+class PredictionDrift(Value):
+    psi: float
+    drifted: bool
+
+
+class DriftReport(Value):
+    model: str
+    reference_version: str
+    window: int
+    window_limit: int
+    min_rows: int
+    thresholds: dict[str, float]
+    status: Literal["ok", "insufficient_data", "no_reference"]
+    detail: str | None = None
+    drifted_features: list[str] | None = None
+    features: dict[str, FeatureDrift] | None = None
+    prediction: PredictionDrift | None = None
+
+
+# -- the prediction log ------------------------------------------------------------------
+class LoggedPrediction(Value):
+    id: str
+    created_at: str
+    model: str
+    version: str
+    features: dict[str, float]
+    prediction: Label
+    probabilities: dict[str, float] | None
+    latency_ms: float
+    request_id: str | None
+    status: str
+    protocol: str | None
+    actual: Label | None
