@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SRC := src tests bench deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train test fuzz loadtest lint format typecheck bench grpc k8s-render k8s-generate clean
+.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz loadtest lint format typecheck security bench grpc k8s-render k8s-generate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,8 +42,20 @@ run: install  ## train any model without a champion, then serve on $(HOST):$(POR
 serve: install  ## serve without training
 	$(PY) run_api.py --host $(HOST) --port $(PORT)
 
-test: install-dev  ## run the whole test suite
+migrate: install  ## bring the prediction database's schema to the latest revision
+	$(PY) -m prediction_service migrate
+
+test: lint typecheck security  ## everything: lint, mypy, bandit, then every test (unit, integration, live)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install-dev  ## the fast loop: in-process tests only (under a minute)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install-dev  ## tests against PostgreSQL, Prometheus, kubectl, full training
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+test-live: install-dev  ## tests against real server processes over HTTP and gRPC
+	$(PY) -m pytest -m live $(PYTEST_ARGS)
 
 fuzz: install-dev  ## schemathesis, every check, 200 cases per operation (make test runs 5)
 	FUZZ_EXAMPLES=200 $(PY) -m pytest tests/test_fuzz.py -s $(PYTEST_ARGS)
@@ -62,6 +74,9 @@ format: install-dev  ## apply black and isort
 
 typecheck: install-dev  ## mypy over src/
 	$(VENV)/bin/mypy
+
+security: install-dev  ## bandit: no finding of medium or high severity (low ones: docs/security.md)
+	$(VENV)/bin/bandit --quiet --recursive src --severity-level medium
 
 bench: install-dev  ## benchmark against mlflow models serve and a constant-reply ceiling (needs wrk)
 	$(PY) bench/run.py

@@ -1,6 +1,6 @@
 """Compare this working tree's server with another revision's, in alternating wrk runs.
 
-`python bench/ab.py --base REV [--model iris] [--rounds 2]`. This machine's speed drifts by
+`python bench/ab.py --base REV [--model iris] [--protocol v2] [--rounds 2]`. This machine's speed drifts by
 10-30 % over minutes, so two `make bench` runs taken apart say little about a small change;
 alternating old and new in one script does. REV is checked out into a temporary git worktree
 and served with its own source (PYTHONPATH) against this tree's registry (mlruns/, so
@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import peers  # noqa: E402
 from bench.run import (  # noqa: E402
     BODIES,
     ROOT,
@@ -38,6 +39,8 @@ def measure(url: str, args: argparse.Namespace, batch: list[dict[str, float]]) -
         rows = rows_per_second(f"{url}/predict/housing/batch", {"records": batch}, len(batch), 8)
         return f"{len(batch):,}-row batches {rows:,.0f} rows/s"
     target, body = f"{url}/predict/{args.model}", BODIES[args.model]
+    if args.protocol == "v2":
+        target, body = f"{url}/v2/models/{args.model}/infer", peers.v2_body(BODIES[args.model])
     warm(target, body)
     points = [wrk(target, body, c, args.seconds) for c in (1, 8)]
     return "; ".join(
@@ -49,6 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision to compare against")
     parser.add_argument("--model", choices=sorted(BODIES), default="iris")
+    parser.add_argument(
+        "--protocol", choices=("native", "v2"), default="native", help="single rows over this"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="old/new pairs")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
     parser.add_argument("--batch", type=int, default=0, help="rows per housing batch instead")

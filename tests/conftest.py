@@ -21,6 +21,20 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TIERS = ("unit", "integration", "live")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is in exactly one tier (pyproject.toml says what each means): `make
+    test-unit` runs the first, `make test` all three."""
+    wrong = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError("tests need exactly one of " + ", ".join(TIERS) + ":\n"
+                                + "\n".join(wrong))  # fmt: skip
 
 
 def require_program(name: str) -> str:
@@ -63,26 +77,33 @@ def trained(
     yield settings, results
 
 
-def write_small_specs(folder: Path) -> Path:
-    """The shipped specs with one small, quick candidate each and no gate thresholds: models
-    that train in a second or two and exercise both portable predictor kinds (a LightGBM
-    forest for housing, a scaled linear model for iris)."""
-    small = {
-        "housing": {
-            "name": "lightgbm",
-            "estimator": "lightgbm_regressor",
-            "params": {"n_estimators": 40, "num_leaves": 15, "max_depth": 5, "n_jobs": 1},
-        },
-        "iris": {"name": "logistic_regression", "estimator": "logistic_regression",
-                 "params": {"max_iter": 500}},
-    }  # fmt: skip
+# One small, quick candidate per task: a LightGBM forest for regressors, a scaled linear
+# model for classifiers, so the small models exercise both portable predictor kinds.
+SMALL_CANDIDATES = {
+    "regression": {
+        "name": "lightgbm",
+        "estimator": "lightgbm_regressor",
+        "params": {"n_estimators": 40, "num_leaves": 15, "max_depth": 5, "n_jobs": 1},
+    },
+    "classification": {
+        "name": "logistic_regression",
+        "estimator": "logistic_regression",
+        "params": {"max_iter": 500},
+    },
+}
+
+
+def write_small_specs(folder: Path, source: Path = ROOT / "config" / "models") -> Path:
+    """Every spec in ``source`` with one small, quick candidate (by its task) and no gate
+    thresholds: models that train in a second or two."""
     folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted((ROOT / "config" / "models").glob("*.yaml")):
+    for path in sorted(source.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
-        raw["candidates"] = [small[raw["name"]]]
-        raw["split"]["cv_folds"] = 2
+        raw["candidates"] = [SMALL_CANDIDATES[raw["task"]]]
+        raw.setdefault("split", {})["cv_folds"] = 2
         raw["quality_gate"] = {"tolerance": 0.0}
-        raw["data"]["path"] = str(ROOT / raw["data"]["path"])
+        data = Path(raw["data"]["path"])
+        raw["data"]["path"] = str(data if data.is_absolute() else ROOT / data)
         (folder / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 

@@ -56,6 +56,10 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0, want_ready: bool = True) -> LiveServer:
+        return self.spawn().wait_ready(timeout_s, want_ready)
+
+    def spawn(self) -> LiveServer:
+        """Start the process and return at once (``wait_ready`` waits for it)."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "run_api.py", "--port", str(self.port), "--log-level", "warning"]
@@ -66,6 +70,10 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes job children too
         )
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0, want_ready: bool = True) -> LiveServer:
+        assert self.proc is not None
         try:
             wait_for_http(f"{self.url}/ready", self.proc, timeout_s, self.output,
                           lambda status: status == 200 or (not want_ready and status == 503))  # fmt: skip

@@ -11,7 +11,7 @@ from prediction_service.api.app import create_app
 from prediction_service.training.pipeline import TrainOptions, run_training
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, make_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def test_missing_champion_gives_503_for_that_model_only(tmp_path: Path, specs: dict) -> None:

@@ -20,7 +20,7 @@ from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, make_settings
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 Trained = tuple[Settings, dict[str, TrainingResult]]
 

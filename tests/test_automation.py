@@ -57,6 +57,7 @@ def spec_with(tmp_path: Path, automation: Any) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_the_issue_s_automation_block_is_a_valid_spec(tmp_path: Path) -> None:
     block = {
         "triggers": {
@@ -94,6 +95,7 @@ def test_the_issue_s_automation_block_is_a_valid_spec(tmp_path: Path) -> None:
         ("weekly", "automation", "valid dictionary"),
     ],
 )
+@pytest.mark.unit
 def test_automation_errors_name_the_field(
     tmp_path: Path, block: Any, field: str, words: str
 ) -> None:
@@ -102,6 +104,7 @@ def test_automation_errors_name_the_field(
     assert field in str(err.value) and words in str(err.value), str(err.value)
 
 
+@pytest.mark.unit
 def test_a_live_quality_trigger_needs_a_live_quality_bound(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "config" / "models" / "iris.yaml").read_text())
     raw["automation"] = {"triggers": {"live_quality": {"min_labels": 50}}}
@@ -113,6 +116,7 @@ def test_a_live_quality_trigger_needs_a_live_quality_bound(tmp_path: Path) -> No
 
 
 # -- the tests a canary is judged by -------------------------------------------------------
+@pytest.mark.unit
 def test_welch_matches_scipy_on_skewed_errors() -> None:
     rng = np.random.default_rng(7)
     for _ in range(50):
@@ -127,6 +131,7 @@ def test_welch_matches_scipy_on_skewed_errors() -> None:
             assert t_sf(t, df) == pytest.approx(stats.t.sf(t, df), rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.unit
 def test_two_proportion_test_against_its_formula() -> None:
     # 88/100 right against 95/100: pooled p = 0.915, z = -0.07 / sqrt(p (1 - p) 0.02).
     challenger = [True] * 88 + [False] * 12
@@ -178,10 +183,12 @@ def check_leases(url: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.unit
 def test_leases_on_sqlite(tmp_path: Path) -> None:
     check_leases(f"sqlite:///{tmp_path / 'leases.db'}")
 
 
+@pytest.mark.integration
 def test_leases_on_postgresql(postgres_url: str) -> None:
     check_leases(postgres_url)
 
@@ -246,6 +253,7 @@ DRIFT = {"triggers": {"drift": {"consecutive_checks": 3}}, "cooldown_s": 600}
 
 
 @pytest.mark.parametrize("automated", [DRIFT], indirect=True)
+@pytest.mark.integration
 def test_drift_on_three_checks_in_a_row_triggers_a_retrain_then_cooldown_holds(
     automated: Any,
 ) -> None:
@@ -281,6 +289,7 @@ QUALITY = {"triggers": {"live_quality": {"min_labels": 30}}, "cooldown_s": 600}
 
 
 @pytest.mark.parametrize("automated", [QUALITY], indirect=True)
+@pytest.mark.integration
 def test_live_quality_below_the_spec_s_bound_triggers_a_retrain(automated: Any) -> None:
     core = automated
     rows = IRIS.iloc[:, :4].to_numpy()[::5]  # 30 rows of all three classes
@@ -306,6 +315,7 @@ NEW_DATA = {"triggers": {"new_data": True}, "cooldown_s": 0}
 
 
 @pytest.mark.parametrize("automated", [NEW_DATA], indirect=True)
+@pytest.mark.integration
 def test_a_changed_data_file_triggers_a_retrain(automated: Any) -> None:
     core = automated
     core.automation.check("iris")
@@ -321,6 +331,7 @@ def test_a_changed_data_file_triggers_a_retrain(automated: Any) -> None:
 
 
 @pytest.mark.parametrize("automated", [{"triggers": {"schedule_s": 0.5}}], indirect=True)
+@pytest.mark.integration
 def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) -> None:
     """Two cores over one database (as two workers are): both tick at once, repeatedly; the
     lease lets one act, and the database's unique index refuses a second active job even
@@ -354,6 +365,7 @@ def test_two_workers_never_start_two_retrains(automated: Any, tmp_path: Path) ->
             wait_for_job(first)
 
 
+@pytest.mark.unit
 def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
     from prediction_service.metrics import Metrics
 
@@ -378,6 +390,7 @@ def test_events_are_listed_newest_first_and_filtered(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "automated", [{"training_data": {"include_feedback": True}}], indirect=True
 )
+@pytest.mark.integration
 def test_include_feedback_trains_on_labelled_rows_and_records_the_lineage(
     automated: Any,
 ) -> None:
@@ -424,6 +437,7 @@ def test_include_feedback_trains_on_labelled_rows_and_records_the_lineage(
     assert 0.0 <= float(tags["champion_recent_accuracy"]) <= 1.0
 
 
+@pytest.mark.integration
 def test_feedback_rows_are_validated_like_the_csv(small: Small, tmp_path: Path) -> None:
     """A labelled row the spec no longer admits (its range narrowed since) stops training
     with the row count and the reason, as a bad CSV row does."""
@@ -476,6 +490,7 @@ def served(core: Any, model: str = "iris") -> tuple[str, str | None, float]:
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+@pytest.mark.integration
 def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> None:
     """Also on a second worker over the same database, which follows the split both ways
     within its traffic interval (1 s), long before its registry poll (an hour here)."""
@@ -514,6 +529,7 @@ def test_a_canary_undecided_by_max_duration_is_rolled_back(automated: Any) -> No
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+@pytest.mark.integration
 def test_another_worker_follows_promotions_and_rollbacks_within_a_second(automated: Any) -> None:
     """An admin's promotion and rollback on one worker reach a second worker over the same
     database within its traffic interval (1 s), long before its registry poll (an hour)."""
@@ -532,6 +548,7 @@ def test_another_worker_follows_promotions_and_rollbacks_within_a_second(automat
 
 
 @pytest.mark.parametrize("automated", [UNDECIDED], indirect=True)
+@pytest.mark.integration
 def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> None:
     core = automated
     rollout = core.specs["iris"].automation.rollout  # 1% errors, 3x p99 + 1 ms, 200 requests
@@ -561,6 +578,7 @@ def test_guardrails_on_the_challenger_s_errors_and_latency(automated: Any) -> No
     assert ok is None
 
 
+@pytest.mark.unit
 def test_requests_are_counted_per_version(core: Any) -> None:
     """What the error-rate guardrail reads: each served version's requests in this process,
     answered and failed (a model that raises)."""

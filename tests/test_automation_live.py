@@ -21,7 +21,7 @@ from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT, make_settings, registry_copy, write_small_specs
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 TOKEN = "test-admin-token-automation-5e1d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

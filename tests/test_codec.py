@@ -17,6 +17,8 @@ from prediction_service.serving.codec import FeatureCodec, batch_model, example_
 from prediction_service.specs import ModelSpec
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("name", ["housing", "iris"])
 def test_every_row_of_the_shipped_dataset_validates(specs: dict[str, ModelSpec], name: str) -> None:

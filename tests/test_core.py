@@ -17,6 +17,8 @@ from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, small_settings
 
+pytestmark = pytest.mark.unit
+
 Small = tuple[Settings, dict[str, TrainingResult]]
 
 

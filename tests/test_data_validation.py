@@ -13,6 +13,8 @@ from prediction_service.errors import DataValidationError
 from prediction_service.specs import ModelSpec
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def iris_frame() -> pd.DataFrame:

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import IN_CI, ROOT, require_program
 
+pytestmark = pytest.mark.integration
+
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import require_program
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 
 def test_docs_render_operations_offline(live: LiveServer, tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from scipy import stats
 
 from prediction_service.serving.monitoring import ks_pvalue
 
+pytestmark = pytest.mark.unit
+
 rng = np.random.default_rng(7)
 
 

@@ -43,6 +43,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
         ("multiclass", {"n_estimators": 30, "num_leaves": 7}),
     ],
 )
+@pytest.mark.unit
 def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
     """Our kernel's TreeSHAP against LightGBM's pred_contrib, on real rows; worst error printed."""
     if kind == "regression":
@@ -67,6 +68,7 @@ def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
     assert worst < 1e-9 and adds_up < 1e-9
 
 
+@pytest.mark.unit
 def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> None:
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").head(50)
     X = core.predictions.codec("housing").matrix(frame[list(HOUSING_RECORD)].to_numpy(float))
@@ -95,6 +97,7 @@ def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> 
     assert rows == [("housing", "explain", 50), ("iris", "explain", 150)]
 
 
+@pytest.mark.unit
 def test_a_version_without_an_exact_explainer_is_refused(core: Core) -> None:
     served = core.store.get("housing")
     core.store.serve(dataclasses.replace(served, explain=None, unexplained="for this test"))
@@ -104,6 +107,7 @@ def test_a_version_without_an_exact_explainer_is_refused(core: Core) -> None:
     assert info.value.status_code == 501
 
 
+@pytest.mark.unit
 def test_a_bundle_from_before_explanations_says_so(core: Core) -> None:
     """A forest stored without node counts (trained before explanations) is served, not
     explained; a tampered check makes the explainer refuse itself."""
@@ -125,6 +129,7 @@ def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     live.stop()
 
 
+@pytest.mark.live
 def test_explain_over_http(server: LiveServer) -> None:
     h = server.post("/explain/housing", json=HOUSING_RECORD)
     assert h.status_code == 200, h.text

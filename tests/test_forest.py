@@ -6,11 +6,11 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from prediction_service.metrics import Metrics
 from prediction_service.predictors import forest as forest_module
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import make_predictor
-from prediction_service.shortcuts import observe_many, observe_one
+
+pytestmark = pytest.mark.unit
 
 rng = np.random.default_rng(1)
 X = rng.normal(size=(3000, 6))
@@ -70,26 +70,3 @@ def test_rows_with_nan_are_refused() -> None:
     rows[3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         predict(rows)
-
-
-def test_observe_many_and_observe_one_equal_observe() -> None:
-    # Bounds themselves (0.1, 0.25, 1000.0) fall in their own bucket; beyond the last, +Inf.
-    values = np.concatenate([rng.uniform(0, 6, 5000), [0.1, 0.25, 1000.0, 5e6, -3.0]])
-    one, many, bisected = Metrics(), Metrics(), Metrics()
-    for v in values.tolist():
-        one.prediction_value.labels("housing", "1").observe(v)
-        observe_one(bisected.prediction_value.labels("housing", "1"), v)
-    observe_many(many.prediction_value.labels("housing", "1"), values)
-
-    def samples(m: Metrics) -> dict[str, float]:
-        return {
-            f"{s.name}{sorted(s.labels.items())}": s.value
-            for metric in m.prediction_value.collect()
-            for s in metric.samples
-        }
-
-    a, b, c = samples(one), samples(many), samples(bisected)
-    assert a.keys() == b.keys() == c.keys()
-    for key in a:
-        assert b[key] == pytest.approx(a[key], rel=1e-12), key
-        assert c[key] == a[key], key

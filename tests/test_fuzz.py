@@ -25,7 +25,7 @@ from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT, registry_copy, small_settings
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 Small = tuple[Settings, dict[str, TrainingResult]]
 ADMIN = "fuzz-admin-token-3c9d0e"

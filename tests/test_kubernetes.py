@@ -25,6 +25,8 @@ import yaml
 from prediction_service.settings import Settings
 from tests.conftest import IN_CI, ROOT, require_program
 
+pytestmark = pytest.mark.integration
+
 K8S = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("production", "local")
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor still in upstream support when written
@@ -211,6 +213,15 @@ def test_the_api_and_its_retrain_jobs_agree(rendered: dict[str, Objects], overla
     api = api_container(objects, "Deployment", "prediction-service")
     job = api_container(objects, "CronJob", cronjob["metadata"]["name"])
     assert api["image"] == job["image"]
+    # Before the API starts, its pod migrates the prediction database with the same image
+    # and stores (replicas starting together take turns under the database's lock).
+    (migrate,) = dict(pod_specs(objects))["Deployment/prediction-service"]["initContainers"]
+    assert migrate["command"] == ["prediction-service", "migrate"]
+    assert migrate["image"] == api["image"]
+    secrets = [e.get("secretRef", {}).get("name", "") for e in api["envFrom"]]
+    assert [e["secretRef"]["name"] for e in migrate["envFrom"]] == [
+        name for name in secrets if name.startswith("prediction-service-stores")
+    ]
     # The same settings and stores; the auth Secret stays with the API (training needs no token).
     assert job["envFrom"] == [
         e for e in api["envFrom"] if e.get("secretRef", {}).get("name") != "prediction-service-auth"

@@ -40,6 +40,8 @@ from prediction_service.storage.jobs import JobStore
 from tests.conftest import ROOT, registry_copy, small_settings
 from tests.live import free_port, wait_for_http
 
+pytestmark = pytest.mark.integration
+
 Small = tuple[Settings, dict[str, Any]]
 NAMESPACE = "ml"
 TEMPLATE = yaml.safe_load((ROOT / "deploy/kubernetes/base/retrain-template.yaml").read_text())

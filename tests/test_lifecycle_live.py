@@ -20,7 +20,7 @@ from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import IRIS_RECORD, ROOT, make_settings, registry_copy
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 TOKEN = "test-admin-token-7f3a9c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

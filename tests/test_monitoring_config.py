@@ -13,6 +13,8 @@ import yaml
 
 from tests.conftest import ROOT, require_program
 
+pytestmark = pytest.mark.integration
+
 MON = ROOT / "monitoring"
 DASHBOARDS = sorted((MON / "grafana" / "dashboards").glob("*.json"))
 

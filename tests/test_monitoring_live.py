@@ -25,7 +25,7 @@ from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, require_program
 from tests.live import LiveServer, free_port, wait_for_http
 from tests.test_lifecycle_live import AUTH, own_registry, start, wait_job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 Trained = tuple[Settings, dict[str, TrainingResult]]
 MON = ROOT / "monitoring"

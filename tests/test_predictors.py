@@ -17,6 +17,8 @@ from prediction_service.predictors.portable import (
 )
 from prediction_service.training.build import build_estimator
 
+pytestmark = pytest.mark.unit
+
 rng = np.random.default_rng(0)
 X = rng.normal(size=(300, 5))
 y_reg = X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(0, 0.1, 300)

@@ -9,7 +9,7 @@ server process imports ours.
 
 from __future__ import annotations
 
-import filecmp
+import math
 import sqlite3
 import subprocess
 import sys
@@ -25,13 +25,25 @@ import pytest
 import requests
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+import yaml
+from sklearn.datasets import load_wine
 from tritonclient.utils import InferenceServerException
 
 from prediction_service.registry import Registry
 from prediction_service.settings import Settings
-from prediction_service.training.pipeline import TrainingResult
-from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, small_settings
+from prediction_service.specs import load_specs
+from prediction_service.training.pipeline import TrainingResult, run_training
+from tests.conftest import (
+    HOUSING_RECORD,
+    IRIS_RECORD,
+    ROOT,
+    make_settings,
+    small_settings,
+    write_small_specs,
+)
 from tests.live import LiveServer, free_port
+
+pytestmark = pytest.mark.live
 
 Small = tuple[Settings, dict[str, TrainingResult]]
 IRIS = pd.read_csv(ROOT / "data" / "iris_raw.csv").drop(columns="target")
@@ -40,17 +52,26 @@ HOUSING = pd.read_csv(ROOT / "data" / "housing_raw.csv").drop(columns="MedHouseV
 FRAMES = {"iris": IRIS.sample(20, random_state=1), "housing": HOUSING.sample(20, random_state=1)}
 
 
-def serve(small: Small, workdir: Path) -> LiveServer:
+def serve(small: Small, workdir: Path, shortcuts: bool = True) -> LiveServer:
     settings = small_settings(small, workdir)
     grpc_port = free_port()
-    server = LiveServer(settings, workdir / "server.log", PREDICT_GRPC_PORT=str(grpc_port))
+    server = LiveServer(
+        settings,
+        workdir / "server.log",
+        PREDICT_GRPC_PORT=str(grpc_port),
+        PREDICT_SHORTCUTS=str(shortcuts).lower(),
+    )
     server.grpc_url = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
     return server.start()
 
 
-@pytest.fixture(scope="module")
-def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = serve(small, tmp_path_factory.mktemp("protocols"))
+# Every protocol test runs twice: with the shortcuts through library internals (the
+# default), and with public APIs only (PREDICT_SHORTCUTS=false).
+@pytest.fixture(scope="module", params=[True, False], ids=["shortcuts", "public"])
+def server(
+    small: Small, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LiveServer]:
+    live = serve(small, tmp_path_factory.mktemp("protocols"), shortcuts=request.param)
     yield live
     live.stop()
 
@@ -322,20 +343,6 @@ def test_openapi_documents_every_lane(server: LiveServer) -> None:
     assert "text/csv" in paths["/invocations"]["post"]["requestBody"]["content"]
 
 
-def test_generated_grpc_modules_match_the_proto(tmp_path: Path) -> None:
-    """The committed *_pb2 modules are what grpcio-tools makes of the committed .proto."""
-    src = ROOT / "src"
-    proto = Path("prediction_service/protocols/v2_grpc/grpc_predict_v2.proto")
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", str(src / proto)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):
-        name = proto.with_name(proto.stem + suffix)
-        assert filecmp.cmp(tmp_path / name, src / name, shallow=False), f"{name}: run make grpc"
-
-
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["serve", "--help"], ["train", "--help"], ["specs"], ["--version"]],
@@ -353,3 +360,85 @@ def test_body_over_the_limit_is_refused_unread(server: LiveServer) -> None:
     huge = b'{"records": [' + b"1," * (40 * 1024) + b"1]}"
     r = requests.post(f"{server.url}/predict/iris", data=huge, timeout=30)
     assert r.status_code == 413 and "exceeds the limit of 65536 bytes" in r.json()["detail"]
+
+
+# -- a third model: a spec file and a CSV, served on every protocol with no code change ------
+
+
+def write_wine_spec(folder: Path) -> pd.DataFrame:
+    """scikit-learn's wine data (on disk in the package: no download) as a third spec beside
+    the shipped two: three cultivars from 13 measurements, one named through ``column``."""
+    frame = load_wine(as_frame=True).frame
+    frame.to_csv(folder / "wine.csv", index=False)
+    features = []
+    for column in frame.columns.drop("target"):
+        low, high = float(frame[column].min()), float(frame[column].max())
+        features.append(
+            {"name": column.replace("/", "_"), "column": column,
+             "min": math.floor(low * 0.5), "max": math.ceil(high * 2)}
+        )  # fmt: skip
+    spec = {
+        "name": "wine",
+        "registered_name": "WineCultivarModel",
+        "description": "Cultivar of a wine from its chemistry.",
+        "task": "classification",
+        "data": {"path": str(folder / "wine.csv"), "min_rows": 100},
+        "target": {"column": "target", "classes": ["barolo", "grignolino", "barbera"]},
+        "features": features,
+        "split": {"cv_folds": 2},
+        "selection_metric": "accuracy",
+        "candidates": [
+            {"name": "linear", "estimator": "logistic_regression", "params": {"max_iter": 2000}},
+            {"name": "forest", "estimator": "lightgbm_classifier",
+             "params": {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 5}},
+        ],  # fmt: skip
+    }
+    (folder / "specs" / "wine.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return frame.rename(columns=lambda c: c.replace("/", "_")).drop(columns="target")
+
+
+def test_a_third_spec_is_served_on_every_protocol_and_explained(tmp_path: Path) -> None:
+    specs_dir = write_small_specs(tmp_path / "specs")
+    wine = write_wine_spec(tmp_path).sample(25, random_state=2)
+    settings = make_settings(tmp_path, specs_dir=specs_dir, logs_dir=tmp_path / "logs")
+    results = {
+        name: run_training(spec, settings, progress=lambda _m: None)
+        for name, spec in load_specs(specs_dir).items()
+    }
+    assert results["wine"].promoted and results["wine"].test_metrics["accuracy"] > 0.9
+    server = serve((settings, results), tmp_path)
+    http, grpc = clients(server)
+    try:
+        reference = expected((settings, results), "wine", wine)
+        records = wine.to_dict(orient="records")
+        one = server.post("/predict/wine", json=records[0]).json()
+        assert one["prediction"] == reference[0] and set(one["probabilities"]) == {
+            "barolo", "grignolino", "barbera"
+        }  # fmt: skip
+        batch = server.post("/predict/wine/batch", json={"records": records}).json()
+        answers = {"native": [p["prediction"] for p in batch["predictions"]]}
+        for label, client, module in (("v2", http, triton_http), ("v2_grpc", grpc, triton_grpc)):
+            tensor = module.InferInput("x", list(wine.shape), "FP64")
+            tensor.set_data_from_numpy(wine.to_numpy())
+            answers[label] = [
+                v.decode() for v in client.infer("wine", [tensor]).as_numpy("predict")
+            ]
+        split = {"dataframe_split": wine.to_dict(orient="split")}
+        answers["mlflow"] = server.post("/invocations", json=split).json()["predictions"]
+        csv = wine.to_csv(index=False).encode()
+        answers["mlflow csv"] = server.post(
+            "/models/wine/invocations", data=csv, headers={"Content-Type": "text/csv"}
+        ).json()["predictions"]
+        assert answers == {label: reference for label in answers}
+
+        explained = server.post("/explain/wine", json=records[0]).json()
+        assert explained["prediction"] == reference[0]
+        for cls, contributions in explained["contributions"].items():
+            total = explained["base_value"][cls] + sum(contributions.values())
+            assert total == pytest.approx(explained["raw_score"][cls], abs=1e-9)
+        meta = server.get("/v2/models/wine").json()
+        assert [t["name"] for t in meta["inputs"]] == list(wine.columns)
+        assert "/predict/wine/batch" in server.get("/openapi.json").json()["paths"]
+        assert server.get("/models/wine").json()["registered_name"] == "WineCultivarModel"
+    finally:
+        server.stop()

@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 from tests.live import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.live
 
 Small = tuple[Settings, dict[str, TrainingResult]]
 ADMIN = "reliability-admin-token-5b1e"

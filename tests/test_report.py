@@ -17,6 +17,8 @@ from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import small_settings
 
+pytestmark = pytest.mark.unit
+
 Small = tuple[Settings, dict[str, TrainingResult]]
 FIGURES = {
     "housing": {"predicted_vs_actual.png", "residuals_vs_predicted.png", "residual_histogram.png",

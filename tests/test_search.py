@@ -16,6 +16,8 @@ from prediction_service.specs import load_spec
 from prediction_service.training.pipeline import run_training
 from tests.conftest import ROOT, make_settings
 
+pytestmark = pytest.mark.unit
+
 SEARCHED = {
     "name": "tuned_lr",
     "estimator": "logistic_regression",

@@ -12,6 +12,8 @@ from prediction_service.errors import SpecError
 from prediction_service.specs import ModelSpec, load_spec, load_specs
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 def test_shipped_specs(specs: dict[str, ModelSpec]) -> None:
     assert {s.registered_name for s in specs.values()} == {

@@ -19,7 +19,12 @@ from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 from prediction_service.storage.traffic import Split, TrafficStore
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.unit),
+        pytest.param("postgresql", marks=pytest.mark.integration),
+    ]
+)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'log.db'}"
@@ -122,6 +127,7 @@ def test_ground_truth_is_stored_once(engine: Engine) -> None:
     log.close()
 
 
+@pytest.mark.unit
 def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # never migrated: no table
     metrics = Metrics()

@@ -21,7 +21,7 @@ from prediction_service.specs import load_specs
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 Trained = tuple[Settings, dict[str, TrainingResult]]
 

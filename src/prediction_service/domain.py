@@ -130,6 +130,33 @@ class AutomationState(BaseModel):
     canary: CanaryState | None = None
 
 
+# -- the training data's statistics, what drift is measured against ---------------------------
+class ColumnStats(Value):
+    """A column of the training data: summary, deciles as bins, and a sorted sample."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    bin_edges: list[float]  # the inner edges: the outer bins are open
+    bin_fractions: list[float]
+    sample: list[float]
+
+
+class ClassFractions(Value):
+    class_fractions: dict[str, float]
+
+
+class ReferenceStats(Value):
+    """Written by training beside each version (``reference/reference_stats.json``), read by
+    the service to measure drift."""
+
+    rows: int
+    features: dict[str, ColumnStats]
+    prediction: ColumnStats | ClassFractions  # regressors' values, or classifiers' classes
+
+
 # -- ground truth, live quality, drift ---------------------------------------------------
 class LiveQuality(Value):
     version: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 
 class ServiceError(Exception):
@@ -57,18 +57,27 @@ class BatchTooLargeError(ServiceError):
     reason = "batch_too_large"
 
 
+class FieldProblem(TypedDict):
+    """What is wrong with one field of a request (the ``errors`` of a 422)."""
+
+    field: str
+    message: str
+    type: str
+    input: NotRequired[Any]  # the value sent, when it helps (quoted short)
+
+
 class InvalidInputError(ServiceError):
     """A request the service understood but must refuse; ``errors`` names each bad field."""
 
     status_code = 422
     reason = "invalid_input"
 
-    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, errors: list[FieldProblem] | None = None) -> None:
         super().__init__(message)
         self.errors = errors
 
     @classmethod
-    def from_fields(cls, errors: list[dict[str, Any]]) -> InvalidInputError:
+    def from_fields(cls, errors: list[FieldProblem]) -> InvalidInputError:
         """One message summing up field errors (``{"field", "message", ...}``), first five named."""
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         if len(errors) > 5:

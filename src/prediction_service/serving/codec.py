@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from prediction_service.errors import BatchTooLargeError, InvalidInputError
+from prediction_service.errors import BatchTooLargeError, FieldProblem, InvalidInputError
 from prediction_service.specs import ModelSpec
 
 _NUMBERS = frozenset({float, int})
@@ -90,16 +90,17 @@ def camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def field_errors(raw: Sequence[Mapping[str, Any]], field: Where) -> list[dict[str, Any]]:
+def field_errors(raw: Sequence[Mapping[str, Any]], field: Where) -> list[FieldProblem]:
     """Pydantic's errors as ours: ``{"field", "message", "type"[, "input"]}``."""
     errors = []
     for e in raw:
         loc = tuple(p for p in e["loc"] if p not in _BODY_PARTS)
-        out: dict[str, Any] = {"field": field(loc), "message": e["msg"], "type": e["type"]}
+        out = FieldProblem(field=field(loc), message=e["msg"], type=e["type"])
         if e["type"] == "json_invalid":  # its loc holds a character offset, not a field
             where = e["loc"][-1] if e["loc"] else 0
             detail = (e.get("ctx") or {}).get("error", "")
-            out.update(field="body", message=f"JSON decode error at character {where}: {detail}")
+            out["field"] = "body"
+            out["message"] = f"JSON decode error at character {where}: {detail}"
         elif "input" in e and e["type"] != "missing":
             out["input"] = _printable(e["input"])
         errors.append(out)

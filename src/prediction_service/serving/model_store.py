@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from prediction_service.domain import ReferenceStats
 from prediction_service.errors import ModelNotLoadedError, NotFoundError, UnknownModelError
 from prediction_service.metrics import Metrics
 from prediction_service.predictors.portable import (
@@ -51,7 +52,7 @@ class ServedModel:
     classes: tuple[str, ...] | None
     loaded_at: float
     load_seconds: float
-    reference: dict[str, Any] | None = None  # training statistics for drift detection
+    reference: ReferenceStats | None = None  # training statistics for drift detection
     explain: ExplainFn | None = None  # exact per-feature contributions (predictors/portable)
     unexplained: str = "this version has no portable predictor to explain"  # why explain is None
 
@@ -164,7 +165,8 @@ class ModelStore:
         reference = None
         if info.run_id:
             try:
-                reference = self.registry.load_run_json(info.run_id, REFERENCE_FILE)
+                stats = self.registry.load_run_json(info.run_id, REFERENCE_FILE)
+                reference = ReferenceStats.model_validate(stats)
             except Exception as exc:  # noqa: BLE001 - serving does not need it; drift reports it
                 log.warning("%s version %s has no reference statistics: %s", name, version, exc)
         return ServedModel(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from prediction_service.domain import (
+    ClassFractions,
     DriftReport,
     FeatureDrift,
     FeedbackResult,
@@ -181,27 +182,27 @@ class Monitor:
         features: dict[str, FeatureDrift] = {}
         for feat in spec.feature_names:
             values = np.array([float(f[feat]) for f, _ in rows])
-            ref = reference["features"][feat]
-            score = psi(ref["bin_edges"], ref["bin_fractions"], values)
-            pvalue = ks_pvalue(values, np.asarray(ref["sample"], dtype=np.float64))
+            ref = reference.features[feat]
+            score = psi(ref.bin_edges, ref.bin_fractions, values)
+            pvalue = ks_pvalue(values, np.asarray(ref.sample, dtype=np.float64))
             drifted = score >= s.drift_psi_threshold and pvalue < s.drift_pvalue_threshold
             features[feat] = FeatureDrift(
                 psi=score,
                 ks_pvalue=pvalue,
                 drifted=drifted,
                 mean=float(values.mean()),
-                reference_mean=ref["mean"],
+                reference_mean=ref.mean,
             )
             self.metrics.drift_psi.labels(name, feat).set(score)
             self.metrics.drift_pvalue.labels(name, feat).set(pvalue)
             self.metrics.drift_detected.labels(name, feat).set(1 if drifted else 0)
 
         predictions = [p for _, p in rows]
-        ref_pred = reference["prediction"]
-        if spec.task == "classification":
-            pred_psi = class_psi(ref_pred["class_fractions"], [str(p) for p in predictions])
+        ref_pred = reference.prediction
+        if isinstance(ref_pred, ClassFractions):
+            pred_psi = class_psi(ref_pred.class_fractions, [str(p) for p in predictions])
         else:
-            pred_psi = psi(ref_pred["bin_edges"], ref_pred["bin_fractions"], np.array(predictions))
+            pred_psi = psi(ref_pred.bin_edges, ref_pred.bin_fractions, np.array(predictions))
         self.metrics.prediction_drift_psi.labels(name).set(pred_psi)
         self.metrics.drift_window.labels(name).set(len(rows))
         return report(

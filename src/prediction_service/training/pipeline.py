@@ -257,7 +257,8 @@ def run_training(
         rec.log_dataset(frame, data_path, spec.name, spec.target.column)
         train_frame = pd.DataFrame(X_train, columns=spec.feature_names)
         rec.log_json(
-            reference_stats(train_frame, model.predict(X_train), spec.task, seed), REFERENCE_FILE
+            reference_stats(train_frame, model.predict(X_train), spec.task, seed).model_dump(),
+            REFERENCE_FILE,
         )
         rec.log_json({"seed": seed, "test_row_ids": test_ids.tolist()}, TEST_SPLIT_FILE)
         # The served predictor's portable form, checked on test and training rows.
