@@ -22,16 +22,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-HOUSING = {
-    "MedInc": 8.3252, "HouseAge": 41.0, "AveRooms": 6.984127, "AveBedrms": 1.02381,
-    "Population": 322.0, "AveOccup": 2.555556, "Latitude": 37.88, "Longitude": -122.23,
-}  # fmt: skip
-RECORDS = {"iris": IRIS, "housing": HOUSING}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script, too
+from bench.bodies import BODIES as RECORDS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ def plan(n: int, seed: int = 0) -> list[Call]:
     rng = random.Random(seed)
     calls = []
     for _ in range(n):
-        model = rng.choice(("iris", "housing"))
+        model = rng.choice(sorted(RECORDS))
         row = _row(rng, model)
         draw = rng.random()
         if draw < 0.50:

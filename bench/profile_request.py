@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,13 +25,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-BODIES: dict[str, Any] = {
-    "iris": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-    "housing": {
-        "MedInc": 8.3252, "HouseAge": 41.0, "AveRooms": 6.984127, "AveBedrms": 1.02381,
-        "Population": 322.0, "AveOccup": 2.555556, "Latitude": 37.88, "Longitude": -122.23,
-    },
-}  # fmt: skip
+sys.path.insert(0, str(ROOT))
+from bench.bodies import BODIES  # noqa: E402
 
 
 async def call(app: Any, path: str, body: bytes) -> int:

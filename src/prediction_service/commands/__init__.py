@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
 
 def usage() -> str:
     lines = [f"usage: {PROG} COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8}{text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<9}{text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", f"`{PROG} COMMAND --help` describes a command's options."]
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ NAME = "v2"
 SERVER_NAME = "prediction-service"
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "inference-header-content-length"
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 NUMERIC: dict[str, np.dtype[Any]] = {
     name: np.dtype(kind).newbyteorder("<")
@@ -473,7 +474,7 @@ class V2InferResponse(native.Wire):
 # -- the endpoints -------------------------------------------------------------------------
 def infer(service: PredictionService, call: Call) -> Reply:
     codec = service.codec(call.model)
-    length = header_length(call.header(HEADER_LENGTH.encode()))
+    length = header_length(call.header(_HEADER_LENGTH))
     if length is None:  # a binary body is application/octet-stream
         native.check_json(call.content_type)
     request = decode_rest(call.body, length)
@@ -485,7 +486,7 @@ def infer(service: PredictionService, call: Call) -> Reply:
         return Reply(body)
     headers = [
         (b"content-type", b"application/octet-stream"),
-        (HEADER_LENGTH.encode(), str(json_length).encode()),
+        (_HEADER_LENGTH, str(json_length).encode()),
     ]
     return Reply(body, headers)
 
