@@ -86,7 +86,7 @@ class Metrics:
         self.predictions = Counter(
             "predictions_total",
             "Predicted rows, by model, the version that answered and the protocol asked "
-            "(native, v2, v2_grpc, mlflow).",
+            "(native, explain, v2, v2_grpc, mlflow: each registered protocol's name).",
             ["model", "version", "protocol"],
             registry=r,
         )
