@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -186,8 +186,9 @@ def live(
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL (Debian cluster, started if down)."""
+def postgres() -> Iterator[Callable[[], str]]:
+    """A maker of fresh databases on the machine's PostgreSQL (Debian cluster, started if
+    down); every database it made is dropped at the end of the session."""
     import secrets
     import subprocess
 
@@ -206,11 +207,30 @@ def postgres_url() -> Iterator[str]:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
 
-    database = f"predict_test_{secrets.token_hex(4)}"
     psql(
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'predict_test') THEN "
         "CREATE ROLE predict_test LOGIN PASSWORD 'predict_test'; END IF; END $$;"
     )
-    psql(f"CREATE DATABASE {database} OWNER predict_test")
-    yield f"postgresql+psycopg://predict_test:predict_test@127.0.0.1:{port}/{database}"
-    psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    made: list[str] = []
+
+    def fresh() -> str:
+        database = f"predict_test_{secrets.token_hex(4)}"
+        psql(f"CREATE DATABASE {database} OWNER predict_test")
+        made.append(database)
+        return f"postgresql+psycopg://predict_test:predict_test@127.0.0.1:{port}/{database}"
+
+    yield fresh
+    for database in made:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: Callable[[], str]) -> str:
+    """One database shared by the session's tests (each cleans up what it counts)."""
+    return postgres()
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres: Callable[[], str]) -> str:
+    """A database of this test's own, empty: no schema yet."""
+    return postgres()

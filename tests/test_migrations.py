@@ -59,7 +59,7 @@ def test_eight_migrations_at_once_migrate_once(
     url = (
         f"sqlite:///{tmp_path / 'fresh.db'}"
         if database == "sqlite"
-        else request.getfixturevalue("postgres_url")
+        else request.getfixturevalue("fresh_postgres_url")
     )
     runs = migrate_at_once(url, 8)
     for run in runs:
@@ -73,8 +73,9 @@ def test_eight_migrations_at_once_migrate_once(
 
 
 def test_eight_servers_start_together_on_a_fresh_postgresql_database(
-    small: Small, tmp_path: Path, postgres_url: str
+    small: Small, tmp_path: Path, fresh_postgres_url: str
 ) -> None:
+    postgres_url = fresh_postgres_url
     settings = small_settings(small, tmp_path, database_url=postgres_url)
     servers = [LiveServer(settings, tmp_path / f"server-{i}.log") for i in range(8)]
     for server in servers:
