@@ -128,7 +128,11 @@ class AccessControl:
         return scope not in self.closed
 
     def check(self, scope: str, authorization: str | None, client: str | None) -> ApiKey | None:
-        """The key allowed ``scope`` (None when the scope is open); AuthError otherwise."""
+        """The key allowed ``scope`` (None when the scope is open); AuthError otherwise.
+
+        A key that checks out is always let in; an address that keeps failing is refused
+        (429) only its failures, so a client behind the same address as an attacker keeps
+        working."""
         if scope not in self.closed:
             return None
         if not any(k.grants(scope) for k in self.keys):
@@ -138,24 +142,19 @@ class AccessControl:
                 403,
                 "admin API disabled: set PREDICT_ADMIN_TOKEN (or an admin key) to enable it",
             )
-        client = client or "unknown"
-        if not self._limiter.test(self._failures, client):
-            raise self._deny(
-                scope, "client_blocked", 429, "too many failed authentications from this address",
-                self._retry_after(self._failures, client),
-            )  # fmt: skip
-        challenge = {"WWW-Authenticate": "Bearer"}
         token = _bearer(authorization)
-        if token is None:
-            self._limiter.hit(self._failures, client)
-            raise self._deny(scope, "missing", 401, "missing bearer token", challenge)
-        presented = digest(token)
-        match = None
-        for key in self.keys:  # every key, so the time does not tell which one came close
-            if hmac.compare_digest(key.digest, presented):
-                match = key
+        match = self._match(token)
         if match is None:
-            self._limiter.hit(self._failures, client)
+            client = client or "unknown"
+            if not self._limiter.hit(self._failures, client):
+                raise self._deny(
+                    scope, "client_blocked", 429,
+                    "too many failed authentications from this address",
+                    self._retry_after(self._failures, client),
+                )  # fmt: skip
+            challenge = {"WWW-Authenticate": "Bearer"}
+            if token is None:
+                raise self._deny(scope, "missing", 401, "missing bearer token", challenge)
             raise self._deny(scope, "invalid", 401, "invalid bearer token", challenge)
         if not match.grants(scope):
             raise self._deny(
@@ -168,6 +167,24 @@ class AccessControl:
                 429,
                 self._retry_after(match.rate, "key", match.name),
             )
+        return match
+
+    def allows(self, scope: str, authorization: str | None) -> bool:
+        """Whether the caller may see what ``scope`` guards, without refusing anyone: for
+        answers that are shorter without it (``/health``, ``/models``)."""
+        if scope not in self.closed:
+            return True
+        match = self._match(_bearer(authorization))
+        return match is not None and match.grants(scope)
+
+    def _match(self, token: str | None) -> ApiKey | None:
+        if token is None:
+            return None
+        presented = digest(token)
+        match = None
+        for key in self.keys:  # every key, so the time does not tell which one came close
+            if hmac.compare_digest(key.digest, presented):
+                match = key
         return match
 
     def _deny(

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+# The longest message an error carries: they quote client input, which can be megabytes.
+MAX_MESSAGE = 2000
+
 
 class ServiceError(Exception):
     status_code = 500
@@ -12,6 +15,8 @@ class ServiceError(Exception):
     headers: dict[str, str] = {}  # response headers that go with it (WWW-Authenticate, ...)
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
         super().__init__(message)
         self.message = message
 
@@ -50,6 +55,18 @@ class UnknownModelError(ServiceError):
 class ModelNotLoadedError(ServiceError):
     status_code = 503
     reason = "model_not_loaded"
+
+
+class OverloadedError(ServiceError):
+    """The service cannot take this work now (its memory budget, or it is stopping); come
+    back after ``Retry-After`` seconds."""
+
+    status_code = 503
+    reason = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class BatchTooLargeError(ServiceError):

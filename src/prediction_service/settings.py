@@ -47,7 +47,33 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="largest batch request body read"
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="largest batch request body read (a 10,000-row JSON batch is 1-3 MB); "
+        "one record's body is at most 64 KB, an admin or feedback body 64 KB",
+    )
+    memory_budget_bytes: int = Field(
+        default=1024**3,
+        ge=64 * 1024**2,
+        description="the memory a worker plans for: request bodies held at once (beyond the "
+        "first 64 KB of each) take at most an eighth of it; a body that would pass that waits "
+        "up to 5 s for room, then is refused with 503 and Retry-After",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="connections and requests a worker takes at once; beyond, 503",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="largest request line and headers; beyond, 431 and the connection closes",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="how long a connection may take to send a request's headers, and how "
+        "long a new connection may stay silent; then it is closed",
     )
     grpc_port: int | None = Field(
         default=None,
@@ -63,6 +89,11 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a request waits for room in a full log queue before its rows "
         "are dropped",
+    )
+    log_required: bool = Field(
+        default=False,
+        description="refuse predictions (503) while the prediction log cannot be written, "
+        "instead of answering them unlogged (and counted as lost)",
     )
     log_batch_size: int = Field(default=prediction_log.DEFAULT_BATCH_ROWS, ge=1)
     log_flush_interval_s: float = Field(default=prediction_log.DEFAULT_FLUSH_INTERVAL_S, gt=0)

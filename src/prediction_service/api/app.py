@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from prediction_service import __version__, protocols
 from prediction_service.api import docs, errors, openapi
-from prediction_service.api.endpoints import EndpointRouter
+from prediction_service.api.auth import route_scope
+from prediction_service.api.endpoints import BodyBudget, EndpointRouter
 from prediction_service.api.middleware import HTTPMiddleware
 from prediction_service.api.responses import JSONResponse
 from prediction_service.api.routes import history, meta, models, monitoring, retrain
@@ -100,6 +101,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         default_response_class=JSONResponse,
+        # A request for /feedback/ is not redirected to /feedback: a redirect is built from
+        # the Host header, which the client chooses.
+        redirect_slashes=False,
         # Prometheus metrics are our own; FastAPI's OpenTelemetry hook costs ~10 us a request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -113,7 +117,14 @@ def create_app(
     app.include_router(retrain.build_router(core.specs))
     app.include_router(monitoring.build_router(core.specs))
     router = EndpointRouter(
-        app.fastapi, served, core.predictions, core.access, core.metrics, limits.max_body_bytes
+        app.fastapi,
+        served,
+        core.predictions,
+        core.access,
+        core.metrics,
+        limits.max_body_bytes,
+        BodyBudget(limits.memory_budget_bytes // 8),
+        route_scope(app.routes),
     )
     front: ASGIApp = router
     origins = [o.strip() for o in core.settings.cors_origins.split(",") if o.strip()]

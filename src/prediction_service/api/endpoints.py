@@ -3,7 +3,11 @@
 Every endpoint a protocol declares (``protocols/``) is served here as plain ASGI: match the
 path, check the caller's key (before the body is read), read the body (bounded), hand the
 ``Call`` to the endpoint's handler, write its ``Reply``. Errors come out in the protocol's
-own shape with the status the domain error carries. Everything else goes to FastAPI.
+own shape with the status the domain error carries. Everything else goes to FastAPI, after
+the same admission: the route's key checked before its body is read, and the body bounded.
+
+Bodies are held in memory while they are decoded, so what they may take at once is bounded
+too (``BodyBudget``): however many large bodies arrive together, they wait their turn.
 
 Measured in-process on this machine (bench/profile_request.py), a FastAPI route costs about
 230 us a request before its endpoint runs, a raw route at the head of Starlette's router
@@ -12,8 +16,9 @@ about 27 us, while a model answers one row in 20-40 us; so the endpoints sit in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -21,8 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prediction_service.access import AccessControl
-from prediction_service.errors import BatchTooLargeError, MethodNotAllowedError, ServiceError
+from prediction_service.access import AccessControl, AuthError
+from prediction_service.errors import (
+    BatchTooLargeError,
+    MethodNotAllowedError,
+    OverloadedError,
+    ServiceError,
+)
 from prediction_service.metrics import Metrics
 from prediction_service.protocols.base import JSON_CONTENT, Call, Endpoint, Protocol, Reply
 from prediction_service.serving.predictions import PredictionService
@@ -34,6 +44,46 @@ RECORD_BODY = 64 * 1024
 # Bodies up to this size are decoded and predicted on the event loop; larger ones (batches)
 # in a worker thread, so a big batch never stalls the single-row requests behind it.
 INLINE_BODY = 16 * 1024
+# A FastAPI route's body (feedback, promote, retrain, traffic): small JSON objects.
+ROUTE_BODY = 64 * 1024
+# How long a body waits for room in the budget before it is refused.
+BUDGET_WAIT_S = 5.0
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, beyond the first ``RECORD_BODY`` of each (so a
+    single record never waits): taken as a body is read, given back when its request ends.
+    Single-threaded: only the event loop takes and gives."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room: asyncio.Event | None = None
+
+    async def take(self, n: int) -> None:
+        """Room for ``n`` more bytes; OverloadedError when none comes in BUDGET_WAIT_S."""
+        if n > self.limit:
+            raise OverloadedError(f"a body of this size cannot be held ({self.limit} bytes)")
+        deadline = asyncio.get_running_loop().time() + BUDGET_WAIT_S
+        while self.used + n > self.limit:
+            if self._room is None:
+                self._room = asyncio.Event()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._room.wait(), max(left, 0))
+            except TimeoutError:
+                raise OverloadedError(
+                    "too many large request bodies at once; retry shortly", 1
+                ) from None
+        self.used += n
+
+    def give(self, n: int) -> None:
+        if n:
+            self.used -= n
+            if self._room is not None:
+                self._room.set()
+                self._room = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +114,15 @@ class EndpointRouter:
         access: AccessControl,
         metrics: Metrics,
         max_body: int,
+        budget: BodyBudget,
+        route_scope: Callable[[Scope], str | None],
     ) -> None:
         self.app = app
         self.service = service
         self.access = access
         self.metrics = metrics
+        self.budget = budget
+        self.route_scope = route_scope  # the access scope a FastAPI route needs
         self.models = frozenset(service.codecs)
         self.default = protocols[0]
         self._limits = {"record": RECORD_BODY, "batch": max_body}
@@ -112,7 +166,7 @@ class EndpointRouter:
             return
         targets = self.targets(scope["path"])
         if not targets:
-            await self.app(scope, receive, self._allow(scope, send))
+            await self._route(scope, receive, send)
             return
         method = scope["method"]
         target = next((t for t in targets if t.endpoint.method == method), None)
@@ -121,43 +175,124 @@ class EndpointRouter:
             return
         scope["route"] = target.route  # labels the request in the HTTP metrics
         content_type = authorization = None
+        twice = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"authorization":
+                twice = authorization is not None
                 authorization = value.decode("latin-1")
-        endpoint = target.endpoint
-        reply: Reply | None = None
-        if endpoint.scope is not None and not self.access.is_open(endpoint.scope):
-            client = scope.get("client")
-            try:  # before the body is read: no work for a caller without a key
-                self.access.check(endpoint.scope, authorization, client[0] if client else None)
-            except ServiceError as exc:
-                reply = self._error(target, exc)
-        if reply is None:
-            body = await _read(receive, self._limits[endpoint.limit])
-            if body is None:
+        try:
+            reply = await self._answer(target, scope, receive, content_type, authorization, twice)
+            if reply is None:
                 return  # the client went away
-            if body is _TOO_LARGE:
-                limit = self._limits[endpoint.limit]
-                error = BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
-                reply = self._error(target, error)
-            else:
-                # The request id was checked, or made when the client sent none, by the
-                # outer middleware.
-                call = Call(
-                    dict(target.params), body, content_type, scope.get("request_id"),
-                    scope["headers"],
-                )  # fmt: skip
-                if len(body) <= INLINE_BODY and endpoint.inline:
-                    reply = self.answer(target, call)
-                else:
-                    reply = await run_in_threadpool(self.answer, target, call)
-        # A length, not chunked framing: one less thing for the server to frame and every
-        # client to parse.
-        headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:
+            # The server's graceful shutdown ran out while this request was still being
+            # answered: say so in the protocol's shape, not uvicorn's plain-text 500.
+            error = OverloadedError("the service stopped before this request was answered")
+            reply = self._error(target, error)
+            await _send(send, reply)
+            raise
+        finally:
+            self.budget.give(scope.pop("held_bytes", 0))
+        await _send(send, reply)
+
+    async def _answer(
+        self,
+        target: Target,
+        scope: Scope,
+        receive: Receive,
+        content_type: str | None,
+        authorization: str | None,
+        twice: bool,
+    ) -> Reply | None:
+        endpoint = target.endpoint
+        try:  # before the body is read: no work for a caller without a key
+            self._admit(endpoint.scope, scope, authorization, twice)
+            limit = self._limits[endpoint.limit]
+            body = await self._read(scope, receive, limit)
+        except ServiceError as exc:
+            return self._error(target, exc)
+        if body is None:
+            return None
+        # The request id was checked, or made when the client sent none, by the outer
+        # middleware.
+        call = Call(
+            dict(target.params), body, content_type, scope.get("request_id"), scope["headers"]
+        )
+        if len(body) <= INLINE_BODY and endpoint.inline:
+            return self.answer(target, call)
+        return await run_in_threadpool(self.answer, target, call)
+
+    def _admit(
+        self, needs: str | None, scope: Scope, authorization: str | None, twice: bool
+    ) -> None:
+        """The caller's key, for the access scope ``needs`` (None: open to all)."""
+        if twice:
+            raise AuthError("send one Authorization header, not several", 400)
+        if needs is not None and not self.access.is_open(needs):
+            client = scope.get("client")
+            self.access.check(needs, authorization, client[0] if client else None)
+
+    async def _read(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
+        """The body, bounded by ``limit`` (413 past it: the rest is never read) and by the
+        budget (what a request holds is recorded in the scope, given back at its end);
+        None when the client disconnects."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            if size + len(chunk) > limit:
+                raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+            extra = max(0, size + len(chunk) - max(size, RECORD_BODY))
+            if extra:
+                await self.budget.take(extra)
+                scope["held_bytes"] = scope.get("held_bytes", 0) + extra
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A FastAPI route: its key checked and its body read (bounded) before FastAPI
+        parses anything, then handed over with the body replayed."""
+        authorization = None
+        twice = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                twice = authorization is not None
+                authorization = value.decode("latin-1")
+        try:
+            self._admit(self.route_scope(scope), scope, authorization, twice)
+            body = b""
+            if scope["method"] in _BODY_METHODS:
+                read = await self._read(scope, receive, ROUTE_BODY)
+                if read is None:
+                    return
+                body = read
+        except ServiceError as exc:
+            status, payload = self.default.error(exc)
+            headers = [
+                JSON_CONTENT,
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+            ]
+            await _send(send, Reply(orjson.dumps(payload), headers, status))
+            return
+        finally:
+            self.budget.give(scope.pop("held_bytes", 0))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # only a disconnect is left to hear
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, self._allow(scope, send))
 
     def answer(self, target: Target, call: Call) -> Reply:
         try:
@@ -217,22 +352,9 @@ async def _method_not_allowed(targets: Iterable[Target], scope: Scope, send: Sen
     await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
 
-_TOO_LARGE = b"<too large>"
-
-
-async def _read(receive: Receive, limit: int) -> bytes | None:
-    """The body; ``_TOO_LARGE`` as soon as it passes ``limit`` bytes (the rest is never read),
-    None when the client disconnects."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return _TOO_LARGE
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _send(send: Send, reply: Reply) -> None:
+    # A length, not chunked framing: one less thing for the server to frame and every
+    # client to parse.
+    headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -23,10 +23,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
+from prediction_service.errors import (
+    BatchTooLargeError,
+    InvalidInputError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+)
 from prediction_service.protocols import native
 from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
-from prediction_service.serving.codec import FeatureCodec
+from prediction_service.serving.codec import FeatureCodec, check_values, short
 from prediction_service.serving.predictions import Prediction, PredictionService
 
 NAME = "mlflow"
@@ -52,18 +57,22 @@ def _bad(message: str) -> InvalidInputError:
     return InvalidInputError(f"invalid input: {message}")
 
 
-def decode(body: bytes, content_type: str | None) -> Payload:
+def decode(body: bytes, content_type: str | None, codecs: Mapping[str, FeatureCodec]) -> Payload:
+    """What the body holds, for one of ``codecs``' models: the one in the path, or any.
+    Nothing is parsed past what those models could take."""
     mime, _, options = (content_type or "application/json").partition(";")
     mime = mime.strip().lower()
     charset = options.partition("charset=")[2].strip().lower() or "utf-8"
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaTypeError(f"only UTF-8 bodies are accepted, not {charset}")
+    max_rows = max(c.max_rows for c in codecs.values())
     if mime == "text/csv":
-        return _decode_csv(body)
+        return _decode_csv(body, codecs, max_rows)
     if mime != "application/json":
         raise UnsupportedMediaTypeError(
             f"content type {mime!r} is not accepted; send application/json or text/csv"
         )
+    check_values(body, max(c.max_values for c in codecs.values()), f"{max_rows} rows")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -103,13 +112,29 @@ def _records(data: Any, key: str) -> Payload:
     return Payload("records", data, list(data[0]))
 
 
-def _decode_csv(body: bytes) -> Payload:
+def _takes(codecs: Mapping[str, FeatureCodec]) -> str:
+    return "; ".join(f"{n}: {', '.join(c.names)}" for n, c in codecs.items())
+
+
+def _decode_csv(body: bytes, codecs: Mapping[str, FeatureCodec], max_rows: int) -> Payload:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _bad(f"the CSV body is not UTF-8: {exc}") from None
-    try:  # newline="": the csv module handles \r, \n and \r\n itself, quoted or not
-        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    # Rows and columns are counted before any is parsed: the matrix is made for what the
+    # header and the lines say, which a client could make terabytes.
+    if max(text.count("\n"), text.count("\r")) > max_rows + 2:
+        raise BatchTooLargeError(f"the CSV body has more than {max_rows} rows; split it up")
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": \r, \n, \r\n, quoted or not
+    try:
+        first = next(reader, [])
+        width = max(len(c.names) for c in codecs.values())
+        if len(first) > width:
+            raise _bad(
+                f"the CSV header has {len(first)} columns; the columns are a model's "
+                f"features ({_takes(codecs)})"
+            )
+        rows = [first, *(r for r in reader if r)] if first else []
     except csv.Error as exc:
         raise _bad(f"the CSV body cannot be read: {exc}") from None
     if len(rows) < 2:
@@ -137,8 +162,8 @@ def choose_model(payload: Payload, codecs: Mapping[str, FeatureCodec]) -> str:
     matches = [name for name, codec in codecs.items() if set(codec.names) == sent]
     if len(matches) == 1:
         return matches[0]
-    takes = "; ".join(f"{n}: {', '.join(c.names)}" for n, c in codecs.items())
-    raise _bad(f"the columns {sorted(sent)} match no model's features exactly; {takes}")
+    sent_names = short(", ".join(sorted(sent)))
+    raise _bad(f"the columns [{sent_names}] match no model's features exactly; {_takes(codecs)}")
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -195,7 +220,8 @@ class MlflowError(native.Wire):
 
 # -- the endpoints -------------------------------------------------------------------------
 def invocations(service: PredictionService, call: Call) -> Reply:
-    payload = decode(call.body, call.content_type)
+    codecs = {call.model: service.codec(call.model)} if call.model else service.codecs
+    payload = decode(call.body, call.content_type, codecs)
     model = call.model or choose_model(payload, service.codecs)
     X = features(service.codec(model), payload)
     return Reply(encode(service.predict(model, X, NAME, call.request_id)))

@@ -81,12 +81,30 @@ def check_json(content_type: str | None) -> None:
 
 def decode_one(codec: FeatureCodec, body: bytes, content_type: str | None = None) -> Any:
     check_json(content_type)
-    return codec.record(_loads(body), raw=body)
+    doc = _loads(body)
+    if type(doc) is dict and "records" in doc:
+        raise InvalidInputError(
+            f'invalid input: a body of {{"records": [...]}} is a batch; send it to '
+            f"/predict/{codec.spec.name}/batch, or one record here"
+        )
+    return codec.record(doc, raw=body)
 
 
 def decode_batch(codec: FeatureCodec, body: bytes, content_type: str | None = None) -> Any:
     check_json(content_type)
-    return codec.batch(_loads(body), raw=body)
+    codec.check_size(body)
+    doc = _loads(body)
+    if type(doc) is list:
+        raise InvalidInputError(
+            'invalid input: a batch is an object, {"records": [...]}: wrap the list of '
+            "records in it"
+        )
+    if type(doc) is dict and "records" not in doc and set(doc) & set(codec.names):
+        raise InvalidInputError(
+            f"invalid input: this is one record; send it to /predict/{codec.spec.name}, "
+            'or as {"records": [record]} here'
+        )
+    return codec.batch(doc, raw=body)
 
 
 def encode_one(p: Prediction) -> bytes:

@@ -97,6 +97,11 @@ def bad(message: str) -> InvalidInputError:
 def check_shape(name: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise bad(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(shape) > 2:
+        raise bad(
+            f"input {name!r}: shape has {len(shape)} dimensions; a feature tensor has one "
+            "([N]) or two ([N, F] or [N, 1])"
+        )
     return tuple(shape)
 
 
@@ -163,10 +168,20 @@ def _where(loc: tuple[Any, ...]) -> str:
     return "inputs" + "".join(f"[{p}]" for p in loc)
 
 
+def check_inputs(codec: FeatureCodec, count: int) -> None:
+    """One input per feature, or one for all: more than the features are refused unread."""
+    if count == 0:
+        raise bad("the request has no inputs")
+    if count > len(codec.names):
+        raise bad(
+            f"{count} inputs for {len(codec.names)} features: send one input per feature "
+            f"({', '.join(codec.names)}), or one [N, {len(codec.names)}] tensor"
+        )
+
+
 def features(codec: FeatureCodec, inputs: Sequence[Tensor]) -> np.ndarray:
     """The feature matrix the request's tensors describe."""
-    if not inputs:
-        raise bad("the request has no inputs")
+    check_inputs(codec, len(inputs))
     names = codec.names
     if len(inputs) == 1 and (inputs[0].name not in names or len(names) == 1):
         t = inputs[0]
@@ -477,6 +492,7 @@ def infer(service: PredictionService, call: Call) -> Reply:
     length = header_length(call.header(_HEADER_LENGTH))
     if length is None:  # a binary body is application/octet-stream
         native.check_json(call.content_type)
+    codec.check_size(call.body if length is None else call.body[:length])
     request = decode_rest(call.body, length)
     check_outputs(codec.spec, None if request.outputs is None else list(request.outputs))
     X = features(codec, request.inputs)

@@ -83,6 +83,7 @@ def model_infer(service: PredictionService, call: Call) -> Reply:
     name = request.model_name
     call.params["model"] = name  # the model is in the body: say which
     codec = service.codec(name)
+    v2.check_inputs(codec, len(request.inputs))
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise v2.bad(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
