@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SRC := src tests bench deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz loadtest lint format typecheck security bench grpc k8s-render k8s-generate clean
+.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz hostile loadtest lint format typecheck security bench grpc k8s-render k8s-generate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,9 @@ test-live: install-dev  ## tests against real server processes over HTTP and gRP
 
 fuzz: install-dev  ## schemathesis, every check, 200 cases per operation (make test runs 5)
 	FUZZ_EXAMPLES=200 $(PY) -m pytest tests/test_fuzz.py -s $(PYTEST_ARGS)
+
+hostile: install-dev  ## hostile clients at full size: 8 bodies of 200 MB, 500 idle, 100 slowloris (make test: a tenth)
+	HOSTILE_SCALE=full $(PY) -m pytest tests/test_hostile.py -s $(PYTEST_ARGS)
 
 loadtest: install-dev  ## 20,000 mixed requests at concurrency 32, SQLite and PostgreSQL (make test: 2,000)
 	LOAD_REQUESTS=20000 $(PY) -m pytest tests/test_reliability.py -k mixed_load -s $(PYTEST_ARGS)

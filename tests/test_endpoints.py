@@ -5,6 +5,7 @@ over the small models and a SQLite log of the test's own.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from prediction_service import protocols
+from prediction_service.api import endpoints
 from prediction_service.api.app import create_app
 from prediction_service.api.grpc_server import peer_address
-from prediction_service.errors import ServiceError
+from prediction_service.errors import OverloadedError, ServiceError
 from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.predictions import PredictionService
@@ -160,3 +162,36 @@ def test_every_protocol_answers_a_domain_error_with_its_status() -> None:
     for protocol in protocols.HTTP:
         status, body = protocol.error(ServiceError("a reason"))
         assert status == 500 and "a reason" in orjson.dumps(body).decode()
+
+
+def test_the_body_budget_holds_bodies_back_then_refuses_with_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What request bodies hold at once is bounded: a body that would pass the budget waits
+    for room (one that was given back), and is refused 503 with Retry-After when none
+    comes in time."""
+    monkeypatch.setattr(endpoints, "BUDGET_WAIT_S", 0.2)
+    budget = endpoints.BodyBudget(100)
+
+    async def scenario() -> list[str]:
+        seen = []
+        await budget.take(60)
+        waiting = asyncio.create_task(budget.take(60))
+        await asyncio.sleep(0.05)
+        seen.append(f"waiting {not waiting.done()}, used {budget.used}")
+        budget.give(60)
+        await waiting
+        seen.append(f"taken after room was given, used {budget.used}")
+        try:
+            await budget.take(60)
+        except OverloadedError as exc:
+            seen.append(f"{exc.status_code} {exc.headers['Retry-After']}: {exc.message}")
+        with pytest.raises(OverloadedError, match="cannot be held"):
+            await budget.take(101)
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        "waiting True, used 60",
+        "taken after room was given, used 60",
+        "503 1: too many large request bodies at once; retry shortly",
+    ]

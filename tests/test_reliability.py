@@ -104,6 +104,25 @@ _HAND_CASES = [
     # Found by schemathesis: a bare carriage return in a CSV body was a 500.
     ("CSV with a bare CR", "/invocations", b"a\rb", {"Content-Type": "text/csv"}, 422,
      "CSV row 1, column 'a': 'b' is not a number"),
+    # Issue 26's findings, each once a 500, a hang or gigabytes of memory.
+    ("V2 shape of 70 dimensions", "/v2/models/iris/infer",
+     json.dumps({"inputs": [{"name": "x", "shape": [1] * 70, "datatype": "FP64",
+                             "data": [1.0]}]}).encode(), {}, 400, "has 70 dimensions"),
+    ("CSV header of 50,000 columns", "/invocations",
+     (",".join(f"c{i}" for i in range(50_000)) + "\n" + "1\n" * 3).encode(),
+     {"Content-Type": "text/csv"}, 422, "the CSV header has 50000 columns"),
+    ("100,000 empty records", "/predict/iris/batch", b'{"records": [' + b"{}," * 100_000
+     + b"{}]}", {}, 413, "more values than 10000 rows of 4 features"),
+    ("a CSV of 50,000 one-value lines", "/invocations", b"a\n" + b"1\n" * 50_000,
+     {"Content-Type": "text/csv"}, 413, "more than 10000 rows"),
+    ("a 10 KB unknown field", "/predict/iris", json.dumps({**IRIS_RECORD, "x" * 10_000: 1})
+     .encode(), {}, 422, "(9900 more)"),
+    ("a bare list to a batch route", "/predict/iris/batch", json.dumps([IRIS_RECORD]).encode(),
+     {}, 422, "wrap the list of records"),
+    ("one record to a batch route", "/predict/iris/batch", _ROW, {}, 422,
+     "this is one record; send it to /predict/iris"),
+    ("a batch to the single route", "/predict/iris", json.dumps({"records": [IRIS_RECORD]})
+     .encode(), {}, 422, "is a batch; send it to /predict/iris/batch"),
 ]  # fmt: skip
 
 
@@ -119,6 +138,7 @@ def test_hostile_input_gets_a_clear_4xx(
     assert r.status_code == status, r.text
     message = " ".join(str(v) for v in r.json().values())  # detail, error or message
     assert words in message
+    assert len(r.content) < 12_000  # a client's input is never echoed whole
     assert "Traceback" not in r.text and "/work/" not in r.text and ".py" not in r.text
 
 
@@ -502,6 +522,92 @@ def test_grpc_inference_needs_the_predict_scope(small: Small, tmp_path: Path) ->
         assert client.is_server_live()  # health needs no key
     finally:
         live.stop()
+
+
+def test_grpc_refuses_what_it_cannot_use_with_invalid_argument(
+    small: Small, tmp_path: Path
+) -> None:
+    """Malformed messages, too many inputs, a shape of 70 dimensions, a poisoned id: each
+    INVALID_ARGUMENT with a short message (they were UNKNOWN, INTERNAL, or a 2 MB message
+    and an 11 MB id stored on every row)."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb  # the protocol's messages, Triton's copy
+
+    from tests.live import free_port
+
+    port = free_port()
+    live = serve(small, tmp_path, PREDICT_GRPC_PORT=str(port))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+    def tensor(name: str, shape: list[int]) -> Any:
+        t = pb.ModelInferRequest().InferInputTensor(name=name, datatype="FP64", shape=shape)
+        t.contents.fp64_contents.extend([1.0] * int(np.prod(shape)))
+        return t
+
+    many = pb.ModelInferRequest(model_name="iris", inputs=[tensor("x", [1])] * 200_000)
+    deep = pb.ModelInferRequest(model_name="iris", inputs=[tensor("x", [1] * 70)])
+    poisoned = pb.ModelInferRequest(
+        model_name="iris", id="a\x00\r\n" * 2500, inputs=[tensor("x", [1, 4])]
+    )
+    cases = [
+        (b"\xff\xff\xff\xff", "not a valid ModelInferRequest message"),
+        (many.SerializeToString(), "200000 inputs for 4 features"),
+        (deep.SerializeToString(), "has 70 dimensions"),
+        (poisoned.SerializeToString(), "id: request id must be 1 to 128 characters"),
+    ]
+    try:
+        for body, words in cases:
+            with pytest.raises(grpc.RpcError) as refused:
+                infer(body, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+            assert words in refused.value.details() and len(refused.value.details()) < 2100
+    finally:
+        channel.close()
+        live.stop()
+    with sqlite3.connect(tmp_path / "predictions.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)
+
+
+def test_no_redirect_is_built_from_the_host_header(server: LiveServer) -> None:
+    r = requests.post(
+        server.url + "/feedback/", json={}, headers={"Host": "evil.example.com"},
+        allow_redirects=False, timeout=10,
+    )  # fmt: skip
+    assert r.status_code == 404 and "location" not in {k.lower() for k in r.headers}
+
+
+def test_two_authorization_headers_are_refused(guarded: LiveServer) -> None:
+    for path in ("/predict/iris", "/predictions/history"):
+        # http.client sends both; requests would fold them into one
+        import http.client
+
+        host, port = guarded.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.putrequest("POST" if "predict/" in path else "GET", path)
+        conn.putheader("Authorization", "Bearer predict-key-0123456789")
+        conn.putheader("Authorization", "Bearer read-key-0123456789")
+        conn.putheader("Content-Type", "application/json")
+        body = json.dumps(IRIS_RECORD).encode() if "predict/" in path else b""
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        assert r.status == 400, (path, r.status)
+        assert "one Authorization header" in json.loads(r.read())["detail"]
+        conn.close()
+
+
+def test_details_need_the_read_scope_when_it_is_closed(guarded: LiveServer) -> None:
+    health = guarded.get("/health").json()
+    assert health["worker_pid"] is None and health["memory_rss_bytes"] is None
+    assert health["status"] == "ok" and health["models"]["iris"]["loaded"] is True
+    model = guarded.get("/models/iris").json()
+    assert model["version"] == "1" and model["run_id"] is None and model["params"] is None
+    read = bearer("read-key-0123456789")
+    assert guarded.get("/health", headers=read).json()["worker_pid"] > 0
+    detailed = guarded.get("/models/iris", headers=read).json()
+    assert detailed["run_id"] and detailed["git_commit"] is not None
+    assert detailed["aliases"] == ["champion"]
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(guarded: LiveServer) -> None:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -133,9 +134,9 @@ async def _constant(scope: dict, receive: object, send: object) -> None:  # type
     await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
 
 
-def _first_read(switched: bool) -> tuple[bytes, bytes]:
-    """A real uvicorn server with the protocol the switch gives: what the first recv of a
-    keep-alive request's answer holds (all of it, when it was one write), and all of it."""
+@contextmanager
+def uvicorn_server() -> Iterator[int]:
+    """A real uvicorn server in a thread, with the protocol the switch gives; its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -149,20 +150,61 @@ def _first_read(switched: bool) -> tuple[bytes, bytes]:
     try:
         while not server.started:
             time.sleep(0.01)
-        with socket.create_connection(("127.0.0.1", port)) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            first = whole = client.recv(65536)  # as soon as anything arrives
-            while not whole.endswith(b"}"):
-                whole += client.recv(65536)
-        return first, whole
+        yield port
     finally:
         server.should_exit = True
         thread.join(10)
 
 
+def _first_read(port: int) -> tuple[bytes, bytes]:
+    """What the first recv of a keep-alive request's answer holds (all of it, when it was
+    one write), and all of it."""
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = whole = client.recv(65536)  # as soon as anything arrives
+        while not whole.endswith(b"}"):
+            whole += client.recv(65536)
+    return first, whole
+
+
 def test_a_real_uvicorn_answers_with_the_protocol_either_way(switched: bool) -> None:
-    first, whole = _first_read(switched)
+    with uvicorn_server() as port:
+        first, whole = _first_read(port)
     assert whole.startswith(b"HTTP/1.1 200 OK\r\n") and whole.endswith(b'{"ok": true}')
     if switched:  # the status line, headers and body left in one write
         assert first == whole
     assert shortcuts.http_protocol() == (HttpProtocol if switched else "httptools")
+
+
+def _answer(client: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    client.settimeout(10)
+    out = b""
+    while chunk := client.recv(65536):
+        out += chunk
+    return out
+
+
+def test_headers_are_bounded_in_size_and_in_time() -> None:
+    """Pinned with the protocol's own callbacks: a silent connection, a slowloris and an
+    oversized header are each closed, and a client that behaves is served meanwhile."""
+    shortcuts.configure(True, max_header_bytes=4096, header_timeout_s=0.5)
+    try:
+        with uvicorn_server() as port:
+            silent = socket.create_connection(("127.0.0.1", port))
+            slow = socket.create_connection(("127.0.0.1", port))
+            started = time.monotonic()
+            for byte in b"GET / HTTP/1.1\r\n":  # a byte at a time, never the end of headers
+                slow.sendall(bytes([byte]))
+                time.sleep(0.02)
+            assert _answer(slow).startswith(b"HTTP/1.1 408 ")
+            assert time.monotonic() - started < 3
+            assert _answer(silent).startswith(b"HTTP/1.1 408 ")
+            with socket.create_connection(("127.0.0.1", port)) as big:
+                big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 8192 + b"\r\n\r\n")
+                assert _answer(big).startswith(b"HTTP/1.1 431 ")
+            assert _first_read(port)[1].endswith(b'{"ok": true}')
+            silent.close()
+            slow.close()
+    finally:
+        shortcuts.configure(True)

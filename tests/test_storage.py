@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -129,7 +130,8 @@ def test_ground_truth_is_stored_once(engine: Engine) -> None:
 
 @pytest.mark.unit
 def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # never migrated: no table
+    (tmp_path / "blocker").write_text("a file where the database's folder should be")
+    engine = make_engine(f"sqlite:///{tmp_path / 'blocker' / 'log.db'}")
     metrics = Metrics()
     log = PredictionLog(engine, metrics, batch_size=10)
     log.start()
@@ -137,6 +139,31 @@ def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
     log.close()
     assert metrics.log_write_failures.labels("database")._value.get() == 25
     assert metrics.log_written._value.get() == 0
+    status = log.status()  # said, not only counted
+    assert not status.writable and status.failing_for_s is not None and status.last_error
+    assert metrics.log_failing._value.get() == 1
+
+
+@pytest.mark.unit
+def test_a_removed_database_file_is_made_again_before_the_next_write(tmp_path: Path) -> None:
+    """``rm -rf logs/`` under a running service: the rows after it go to a new file with the
+    schema, where readers find them; none goes to the removed file."""
+    folder = tmp_path / "logs"
+    engine = make_engine(f"sqlite:///{folder / 'log.db'}")
+    migrate(engine)
+    metrics = Metrics()
+    log = PredictionLog(engine, metrics, batch_size=1000, flush_interval_s=0.05)
+    log.start()
+    log.record(rows(range(10)))
+    assert log.flush() and count(engine) == 10
+    shutil.rmtree(folder)
+    log.record(rows(range(10, 30)))
+    assert log.flush()
+    log.close()
+    assert count(engine) == 20  # the rows after the removal, in the new file
+    assert metrics.log_file_recreated._value.get() == 1
+    assert metrics.log_written._value.get() == 30 and log.status().writable
+    assert log.find(f"{29:032x}") is not None
 
 
 def test_a_row_the_database_refuses_costs_only_that_row(engine: Engine) -> None:

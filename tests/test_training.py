@@ -15,9 +15,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from prediction_service.commands.train import EXIT_NOT_PROMOTED, main
+from prediction_service.metrics import Metrics
 from prediction_service.registry import Registry
 from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
+from prediction_service.storage.db import make_engine
+from prediction_service.storage.events import EventStore
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import ROOT
 
@@ -99,6 +102,7 @@ def _iris_variant(tmp_path: Path, extra_candidates: list[dict], thresholds: dict
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PREDICT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PREDICT_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("PREDICT_DATABASE_URL", f"sqlite:///{tmp_path / 'predictions.db'}")
     return tmp_path
 
 
@@ -116,6 +120,14 @@ def test_worse_candidate_does_not_take_the_champion_alias(isolated: Path) -> Non
     assert rejected.tags["gate_decision"] == "rejected"
     assert "worse than the champion" in rejected.tags["gate_reason"]
     assert rejected.tags["compared_with_version"] == "1"
+    # Both runs are on the model's event log, as the service's own jobs are.
+    engine = make_engine(f"sqlite:///{isolated / 'predictions.db'}")
+    events = EventStore(engine, Metrics()).list("iris")
+    engine.dispose()
+    assert [(e.type, e.version) for e in events] == [
+        ("retrain_succeeded", "2"), ("promoted", "1"), ("retrain_succeeded", "1")
+    ]  # fmt: skip
+    assert "not champion" in events[0].reason and events[1].details["source"] == "train command"
 
 
 def test_threshold_blocks_even_the_first_version(isolated: Path) -> None:

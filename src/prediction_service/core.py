@@ -134,7 +134,7 @@ class Core:
 
 def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
     """Assemble the core for ``settings``; nothing runs until ``start()``."""
-    shortcuts.configure(settings.shortcuts)
+    shortcuts.configure(settings.shortcuts, settings.max_header_bytes, settings.header_timeout_s)
     specs = load_specs(settings.specs_path)
     metrics = metrics or Metrics()
     engine = make_engine(settings.effective_database_url)
@@ -148,13 +148,16 @@ def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
         batch_size=settings.log_batch_size,
         flush_interval_s=settings.log_flush_interval_s,
         full_wait_s=settings.log_full_wait_s,
+        required=settings.log_required,
     )
     monitor = Monitor(store, prediction_log, metrics, settings)
     codecs = {
         name: FeatureCodec(spec, settings.max_batch_size, example_row(spec, settings.home))
         for name, spec in specs.items()
     }
-    predictions = PredictionService(store, codecs, prediction_log, metrics)
+    predictions = PredictionService(
+        store, codecs, prediction_log, metrics, work_limit_s=settings.graceful_timeout_s / 2
+    )
     retrain = RetrainRunner(settings, JobStore(engine), lifecycle, metrics)
     automation = Automation(
         settings, retrain, monitor, predictions, LeaseStore(engine), StateStore(engine), metrics

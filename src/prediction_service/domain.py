@@ -211,6 +211,16 @@ class DriftReport(Value):
 
 
 # -- the prediction log ------------------------------------------------------------------
+class LogStatus(Value):
+    """Whether the prediction log is being written, as /health reports it."""
+
+    writable: bool = Field(description="false while writes fail (rows are counted as lost)")
+    failing_for_s: float | None = Field(description="how long writes have been failing")
+    last_error: str | None = Field(description="the database's last error")
+    queued_rows: int = Field(description="rows waiting for the writer")
+    required: bool = Field(description="predictions are refused while the log fails")
+
+
 class LoggedPrediction(Value):
     id: str
     created_at: str

@@ -270,6 +270,18 @@ class Metrics:
         self.log_queue_depth = gauge(
             "prediction_log_queue_depth", "Rows waiting to be written.", [], "livesum"
         )
+        self.log_failing = gauge(
+            "prediction_log_failing",
+            "1 while the prediction log's writes fail (rows are counted as lost), else 0.",
+            [],
+            "max",
+        )
+        self.log_file_recreated = Counter(
+            "prediction_log_file_recreated_total",
+            "Times the prediction log's SQLite file was found removed or replaced, and a new "
+            "one made.",
+            registry=r,
+        )
         # -- the service processes (summed over workers) -----------------------------------
         self.memory = gauge(
             "service_resident_memory_bytes",

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     )
     grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
     grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
+    graceful_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="on SIGTERM, how long requests in flight may take to finish (serve "
+        "--graceful-timeout); work that cannot finish in half of it (a large explanation) "
+        "is refused up front",
+    )
     log_queue_size: int = Field(default=prediction_log.DEFAULT_QUEUE_ROWS, ge=1)
     log_full_wait_s: float = Field(
         default=prediction_log.DEFAULT_FULL_WAIT_S,

@@ -124,7 +124,7 @@ def create_app(
         core.metrics,
         limits.max_body_bytes,
         BodyBudget(limits.memory_budget_bytes // 8),
-        route_scope(app.routes),
+        route_scope(app),
     )
     front: ASGIApp = router
     origins = [o.strip() for o in core.settings.cors_origins.split(",") if o.strip()]

@@ -6,14 +6,13 @@ only reads the request's Authorization header and client address.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from fastapi import Depends, Request
-from fastapi.routing import APIRoute
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
-from starlette.routing import BaseRoute, Match
 from starlette.types import Scope as ASGIScope
 
 from prediction_service.api.deps import CoreDep
@@ -36,25 +35,29 @@ def Scope(scope: str) -> Any:  # noqa: N802 - reads like the dependency it makes
         client = request.client.host if request.client else None
         core.access.check(scope, request.headers.get("authorization"), client)
 
-    require.scope = scope  # type: ignore[attr-defined] # read by route_scope, below
     return Depends(require)
 
 
 Admin = Scope("admin")
 
 
-def route_scope(routes: Sequence[BaseRoute]) -> Callable[[ASGIScope], str | None]:
-    """The access scope the route a request matches needs (None: open or no such route),
-    so the front end checks the caller's key before FastAPI reads the body."""
+def route_scope(app: FastAPI) -> Callable[[ASGIScope], str | None]:
+    """The access scope a request to one of ``app``'s routes needs (None: open, or no such
+    route), so the front end checks the caller's key before FastAPI reads the body. Read
+    from the app's own OpenAPI document, where each operation names its scope."""
+    table: list[tuple[str, re.Pattern[str], str]] = []
+
+    def build() -> None:
+        for path, item in app.openapi()["paths"].items():
+            regex = re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path)) + "$")
+            for method, op in item.items():
+                for requirement in op.get("security", []):
+                    table.extend((method.upper(), regex, name) for name in requirement)
 
     @lru_cache(maxsize=1024)
     def of(method: str, path: str) -> str | None:
-        probe = {"type": "http", "method": method, "path": path}
-        for route in routes:
-            match, _ = route.matches(probe)
-            if match == Match.FULL and isinstance(route, APIRoute):
-                found = [getattr(d.dependency, "scope", None) for d in route.dependencies]
-                return next((s for s in found if s is not None), None)
-        return None
+        if not table:
+            build()
+        return next((name for m, regex, name in table if m == method and regex.match(path)), None)
 
     return lambda scope: of(scope["method"], scope["path"])

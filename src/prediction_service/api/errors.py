@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from prediction_service.api.responses import JSONResponse
-from prediction_service.errors import InvalidInputError, ServiceError
+from prediction_service.errors import InvalidInputError, ServiceError, UnknownModelError
 from prediction_service.protocols import native
-from prediction_service.serving.codec import dotted, field_errors
+from prediction_service.serving.codec import dotted, field_errors, short
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ def _reply(exc: ServiceError) -> Response:
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> Response:
+    for error in exc.errors():
+        # A body told apart by its model (POST /retrain) naming a model there is not.
+        ctx = error.get("ctx") or {}
+        if error["type"] == "union_tag_invalid" and ctx.get("discriminator") == "'model'":
+            known = sorted(request.app.state.core.specs)
+            return _reply(UnknownModelError(short(str(ctx.get("tag"))), known))
     return _reply(InvalidInputError.from_fields(field_errors(exc.errors(), dotted)))
 
 

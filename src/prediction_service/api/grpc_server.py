@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from prediction_service.access import AuthError
 from prediction_service.api.endpoints import INLINE_BODY
 from prediction_service.core import Core
 from prediction_service.errors import ServiceError
@@ -73,6 +74,8 @@ class EndpointHandler(grpc.GenericRpcHandler):
         async def behaviour(body: bytes, context: Any) -> bytes:
             call = Call({}, body, headers=_metadata(context))
             try:
+                if sum(name == b"authorization" for name, _ in call.headers) > 1:
+                    raise AuthError("send one authorization entry, not several", 400)
                 if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
                     client = peer_address(context.peer() or "")
                     core.access.check(endpoint.scope, call.header(b"authorization"), client)

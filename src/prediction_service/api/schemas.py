@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prediction_service.domain import LoggedPrediction, ModelEvent, RetrainJob
+from prediction_service.domain import LoggedPrediction, LogStatus, ModelEvent, RetrainJob
 from prediction_service.protocols.native import ErrorOut
 
 
@@ -61,12 +61,13 @@ class Reachable(_Out):
 class Health(_Out):
     status: Literal["ok", "degraded"]
     version: str
-    uptime_s: float
-    worker_pid: int
-    memory_rss_bytes: int
     models: dict[str, ModelStatus]
     database: Reachable
     registry: Reachable
+    uptime_s: float | None = Field(default=None, description="with the read scope")
+    worker_pid: int | None = Field(default=None, description="with the read scope")
+    memory_rss_bytes: int | None = Field(default=None, description="with the read scope")
+    prediction_log: LogStatus | None = Field(default=None, description="with the read scope")
 
 
 class Ready(_Out):

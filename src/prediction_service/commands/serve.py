@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -69,9 +70,10 @@ def build_parser(prog: str = "run_api.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "--graceful-timeout",
         type=float,
-        default=10.0,
-        help="on SIGTERM, seconds to let in-flight requests finish (default 10); then the "
-        "prediction log is written out and the process exits",
+        default=None,
+        help="on SIGTERM, seconds to let in-flight requests finish (default 10, or "
+        "PREDICT_GRACEFUL_TIMEOUT_S); then the prediction log is written out and the process "
+        "exits. Work that cannot finish in half of it is refused up front",
     )
     return parser
 
@@ -81,10 +83,12 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.graceful_timeout is not None:  # the workers read their settings from the environment
+        os.environ["PREDICT_GRACEFUL_TIMEOUT_S"] = str(args.graceful_timeout)
     settings = Settings()
     warn_if_open(args.host, settings)
     prepare_multiprocess_metrics(args.workers)
-    shortcuts.configure(settings.shortcuts)
+    shortcuts.configure(settings.shortcuts, settings.max_header_bytes, settings.header_timeout_s)
     uvicorn.run(
         "prediction_service.api.app:create_app",
         factory=True,
@@ -93,8 +97,9 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=args.access_log,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
         loop="uvloop",
         http=shortcuts.http_protocol(),
+        limit_concurrency=settings.max_connections,
     )
     return 0

@@ -103,7 +103,39 @@ def main(argv: list[str] | None = None, model: str | None = None, prog: str | No
         jobs.record_outcome(args.job_id, outcomes[0] if outcomes else None, error)
         if code == EXIT_NOT_PROMOTED:
             return 0  # the job's row says whether it was promoted; the run itself succeeded
+    else:  # a job's events are the service's to record, when it ends
+        record_events(settings, outcomes)
     return code
+
+
+def record_events(settings: Settings, outcomes: list[TrainingOutcome]) -> None:
+    """What a training run from the command line did, on each model's event log (as a
+    retrain job's end is): every decision is there, whoever made it. The prediction
+    database being down costs the events, said on stderr, never the training."""
+    if not outcomes:
+        return
+    from prediction_service.metrics import Metrics
+    from prediction_service.storage.db import make_engine, migrate
+    from prediction_service.storage.events import EventStore
+
+    try:
+        engine = make_engine(settings.effective_database_url)
+        migrate(engine)
+    except Exception as exc:  # noqa: BLE001 - the models are trained and registered
+        print(f"warning: events not recorded (prediction database: {exc})", file=sys.stderr)
+        return
+    events = EventStore(engine, Metrics())
+    for o in outcomes:
+        details = {"source": "train command", "run_id": o.run_id, "metrics": o.metrics}
+        state = "the champion" if o.promoted else "the challenger" if o.canary else "not champion"
+        reason = f"version {o.version} registered by the train command, {state}: {o.reason}"
+        events.record(o.model, "retrain_succeeded", reason, o.version, details)
+        if o.promoted:
+            events.record(
+                o.model, "promoted", f"the quality gate (train command): {o.reason}", o.version,
+                details,
+            )  # fmt: skip
+    engine.dispose()
 
 
 def job_store(settings: Settings) -> JobStore:

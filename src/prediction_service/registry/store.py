@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,9 @@ class Registry:
                 log.error("registry folder unusable: %s", exc)
         # The flavour loaders and log_model read the process-wide URI; set it for this process.
         mlflow.set_tracking_uri(tracking_uri)
+        # No "Downloading artifacts" bars in the service's log for each version it loads (an
+        # explicit setting of this MLflow variable wins).
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_registry_uri(tracking_uri)
         self._client: MlflowClient | None = None
 

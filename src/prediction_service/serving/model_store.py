@@ -54,6 +54,7 @@ class ServedModel:
     load_seconds: float
     reference: ReferenceStats | None = None  # training statistics for drift detection
     explain: ExplainFn | None = None  # exact per-feature contributions (predictors/portable)
+    explain_row_s: float = 0.0  # what explaining one row took at load (a cost estimate)
     unexplained: str = "this version has no portable predictor to explain"  # why explain is None
 
     @property
@@ -162,6 +163,11 @@ class ModelStore:
                 tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
             )
         predict(sample[:1])  # warm: first call pays lazy initialisation
+        explain_row_s = 0.0
+        if explain is not None:
+            timed = time.perf_counter()
+            explain(sample[:4])
+            explain_row_s = (time.perf_counter() - timed) / 4
         reference = None
         if info.run_id:
             try:
@@ -180,6 +186,7 @@ class ModelStore:
             load_seconds=time.perf_counter() - started,
             reference=reference,
             explain=explain,
+            explain_row_s=explain_row_s,
             unexplained=unexplained,
         )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.errors import NotExplainableError
+from prediction_service.errors import BatchTooLargeError, NotExplainableError, OverloadedError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore, ServedModel
@@ -87,11 +87,14 @@ class PredictionService:
         codecs: dict[str, FeatureCodec],
         log: PredictionLog,
         metrics: Metrics,
+        work_limit_s: float = 5.0,
     ) -> None:
         self.store = store
         self.codecs = codecs
         self.log = log
         self.metrics = metrics
+        # The longest one call's work may take: it must end within a shutdown's grace.
+        self.work_limit_s = work_limit_s
         self._instruments: dict[tuple[str, str], _Instruments] = {}
         self.ids = Ids()
 
@@ -116,6 +119,12 @@ class PredictionService:
         with it, that served version answers.
         """
         store = self.store
+        if self.log.failing_since is not None and self.log.required:
+            raise OverloadedError(
+                "predictions are logged or not made (PREDICT_LOG_REQUIRED), and the "
+                f"prediction log cannot be written: {self.log.last_error}",
+                5,
+            )
         model = store.choose(name, request_id) if version is None else store.served(name, version)
         started = time.perf_counter()
         try:
@@ -181,9 +190,16 @@ class PredictionService:
         ``(rows, outputs, features + 1)`` (see ``predictors.portable.ExplainFn``). Logged and
         counted like any prediction, under ``protocol``; no A/B split."""
         model = self.store.get(name)
-        if model.explain is None:  # counted by the lane that answers it, as every refusal is
+        if model.explain is None:  # counted by the endpoint that answers it, as every refusal
             raise NotExplainableError(
                 f"{name} version {model.version} cannot be explained: {model.unexplained}"
+            )
+        most = int(self.work_limit_s / model.explain_row_s) if model.explain_row_s else len(X)
+        if len(X) > max(most, 1):
+            raise BatchTooLargeError(
+                f"explaining {len(X)} rows of {name} version {model.version} takes about "
+                f"{len(X) * model.explain_row_s:.0f} s, longer than one call may "
+                f"({self.work_limit_s:g} s, half the shutdown grace): send at most {most} rows"
             )
         contributions = model.explain(X)
         return self.predict(name, X, protocol, request_id, model.version), contributions

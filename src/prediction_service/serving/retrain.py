@@ -245,9 +245,12 @@ class RetrainRunner:
         log_file = self.log_path(job_id)
         if log_file.exists():
             lines = log_file.read_text(errors="replace").splitlines()
+            # Where a running job is; a finished one says how it ended in its status.
             progress = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
             tail = lines[-20:] if job.status == "failed" else None
-            return job.model_copy(update={"progress": progress, "log_tail": tail})
+            return job.model_copy(
+                update={"progress": progress if job.active else None, "log_tail": tail}
+            )
         if job.active:
             return job.model_copy(update={"progress": self.launcher.progress(job_id)})
         return job

@@ -225,6 +225,11 @@ def _sqlite_path(url: str) -> str | None:
     return database if database and database != ":memory:" else None
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite engine; None for any other database, or one in memory."""
+    return _sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
+
+
 def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -261,7 +266,7 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     Returns the revisions before and after."""
     head = head_revision()
     sqlite = engine.dialect.name == "sqlite"
-    with _file_lock(_sqlite_path(str(engine.url)) if sqlite else None):
+    with _file_lock(sqlite_file(engine)):
         with engine.begin() as conn:
             if not sqlite:  # held until this transaction ends, migrations included
                 conn.execute(

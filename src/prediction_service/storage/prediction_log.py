@@ -1,22 +1,27 @@
 """The prediction log: a bounded queue drained in batches by one writer thread.
 
 Requests only enqueue (no I/O on the request path). If the database fails, rows of that
-batch are counted as lost and predictions keep succeeding. A full queue pushes back: the
-request waits for the writer to make room, so traffic faster than the database can take is
-slowed rather than lost; only when the writer stays stuck for ``full_wait_s`` (a hung
-database) are new rows dropped and counted, so memory stays bounded and requests still get
-answers. ``close`` drains the queue before returning.
+batch are counted as lost and predictions keep succeeding (or, with ``required``, are
+refused while it fails); the log says it is failing (``status``, the health route, a gauge)
+until a write succeeds again. A full queue pushes back: the request waits for the writer to
+make room, so traffic faster than the database can take is slowed rather than lost; only
+when the writer stays stuck for ``full_wait_s`` (a hung database) are new rows dropped and
+counted, so memory stays bounded and requests still get answers. ``close`` drains the queue
+before returning. A SQLite file removed or replaced under the service is noticed before the
+next write, and a new one is made.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,9 +29,9 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
-from prediction_service.domain import LoggedPrediction
+from prediction_service.domain import LoggedPrediction, LogStatus
 from prediction_service.metrics import Metrics
-from prediction_service.storage.db import PredictionRecord, utc_iso
+from prediction_service.storage.db import PredictionRecord, migrate, sqlite_file, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +98,16 @@ class PredictionLog:
         batch_size: int = DEFAULT_BATCH_ROWS,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         full_wait_s: float = DEFAULT_FULL_WAIT_S,
+        required: bool = False,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.required = required  # predictions are refused while the log fails
+        self.failing_since: float | None = None  # Unix time of the first failure in a row
+        self.last_error: str | None = None
+        # The SQLite file (None for PostgreSQL or memory), and its identity when last seen.
+        self._file = sqlite_file(engine)
+        self._file_id: tuple[int, int] | None = None
         self.max_queue = max_queue  # rows
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -226,6 +238,7 @@ class PredictionLog:
 
     # -- writer --------------------------------------------------------------------------
     def start(self) -> None:
+        self._file_id = self._identity()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -252,6 +265,8 @@ class PredictionLog:
         while not stopping:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
+            if self.failing_since is not None and not self._pending:
+                self._probe()  # is it writable again? (nothing may come while refused)
             batches: list[LogBatch] = []
             rows = 0
             while self._pending:
@@ -285,10 +300,12 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 - a record we cannot encode is lost, counted
             self._lost(rows, "encode", exc)
             return
+        self._follow_file()
         for delay in (*OUTAGE_BACKOFF_S, None):
             try:
                 self._insert(params)
                 self.metrics.log_written.inc(rows)
+                self._writable()
                 return
             except (DataError, IntegrityError):  # a value of some row: find it
                 self._write_one_by_one(params)
@@ -332,14 +349,84 @@ class PredictionLog:
             self._statements[rows] = sql
         return sql
 
+    # -- failing, and the file under it ------------------------------------------------
+    def status(self) -> LogStatus:
+        since = self.failing_since
+        return LogStatus(
+            writable=since is None,
+            failing_for_s=None if since is None else round(time.time() - since, 1),
+            last_error=self.last_error,
+            queued_rows=self._queued_rows,
+            required=self.required,
+        )
+
+    def _failing(self, exc: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+            self.metrics.log_failing.set(1)
+        self.last_error = _first_line(exc)
+
+    def _writable(self) -> None:
+        if self.failing_since is not None:
+            log.warning("prediction log: writable again")
+            self.failing_since = None
+            self.metrics.log_failing.set(0)
+
+    def _probe(self) -> None:
+        """A write that changes nothing: it fails where a row would."""
+        self._follow_file()
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM predictions WHERE 1 = 0")
+        except Exception as exc:  # noqa: BLE001 - still failing
+            self._failing(exc)
+            return
+        self._writable()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode), or None when there is none."""
+        if self._file is None:
+            return None
+        try:
+            stat = os.stat(self._file)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _follow_file(self) -> None:
+        """Rows go to the file that is there now. A SQLite file removed (``rm -rf logs/``)
+        or replaced under the service keeps its open connections writing to the old inode,
+        which nobody can read again: every row after it would be lost without a word.
+        Before writing, the file is checked (one stat): if it changed, the pool is dropped,
+        and a new file with the schema is made where the old one was."""
+        if self._file is None:
+            return
+        seen = self._identity()
+        if seen is not None and seen == self._file_id:
+            return
+        try:
+            self.engine.dispose()
+            Path(self._file).parent.mkdir(parents=True, exist_ok=True)
+            migrate(self.engine)
+        except Exception as exc:  # noqa: BLE001 - the insert fails next, and is counted
+            self._failing(exc)
+            return
+        if self._file_id is not None:
+            self.metrics.log_file_recreated.inc()
+            log.error(
+                "prediction log: %s was removed or replaced; writing to a new one", self._file
+            )
+        self._file_id = self._identity()
+
     def _lost(self, rows: int, reason: str, exc: Exception, prediction_id: str = "") -> None:
         self.metrics.log_write_failures.labels(reason).inc(rows)
+        if reason == "database":
+            self._failing(exc)
         now = time.monotonic()
         if reason == "row" or now - self._last_error_log > 10:  # an outage logs once in 10 s
             self._last_error_log = now
             which = f"row {prediction_id}" if prediction_id else f"{rows} rows"
-            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            log.error("prediction log: %s not written (%s): %s", which, reason, message)
+            log.error("prediction log: %s not written (%s): %s", which, reason, _first_line(exc))
 
     # -- ground truth and recent traffic -----------------------------------------------
     def find(self, prediction_id: str) -> LoggedPrediction | None:
@@ -423,6 +510,10 @@ class PredictionLog:
             rows = [r._mapping for r in conn.execute(stmt)]
         next_cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
         return [_public(r) for r in rows[:limit]], next_cursor
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 PUBLIC_COLUMNS = tuple(LoggedPrediction.model_fields)

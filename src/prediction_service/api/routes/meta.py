@@ -6,7 +6,7 @@ import os
 import time
 
 import psutil
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -14,7 +14,7 @@ from starlette.responses import Response
 from prediction_service import __version__
 from prediction_service.api.deps import CoreDep
 from prediction_service.api.responses import JSONResponse
-from prediction_service.api.schemas import Health, ModelStatus, Ready, ServiceInfo
+from prediction_service.api.schemas import Health, ModelStatus, Reachable, Ready, ServiceInfo
 from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(tags=["service"])
@@ -39,7 +39,7 @@ async def root(core: CoreDep) -> ServiceInfo:
     )
 
 
-def models_status(store: ModelStore) -> dict[str, ModelStatus]:
+def models_status(store: ModelStore, detailed: bool) -> dict[str, ModelStatus]:
     out = {}
     for name, spec in store.specs.items():
         model = store.loaded(name)
@@ -47,26 +47,40 @@ def models_status(store: ModelStore) -> dict[str, ModelStatus]:
             loaded=model is not None,
             version=model.version if model else None,
             registered_name=spec.registered_name,
-            error=store.error(name),
+            error=store.error(name) if detailed else None,
         )
     return out
 
 
-@router.get("/health", summary="Liveness, with detail on models, database and registry")
-async def health(core: CoreDep) -> Health:
+@router.get(
+    "/health",
+    summary="Liveness: ok or degraded (a model not loaded, the database, the registry or the "
+    "prediction log failing); the details (errors, the process, the log) need the read scope "
+    "when it is closed",
+)
+async def health(request: Request, core: CoreDep) -> Health:
+    detailed = core.access.allows("read", request.headers.get("authorization"))
     db_ok = await run_in_threadpool(core.database_reachable)
     registry_ok = await run_in_threadpool(core.registry.reachable)
-    models = models_status(core.store)
-    healthy = db_ok and registry_ok and all(m.loaded for m in models.values())
-    return Health(
+    models = models_status(core.store, detailed)
+    log = core.prediction_log.status()
+    healthy = db_ok and registry_ok and log.writable and all(m.loaded for m in models.values())
+    health = Health(
         status="ok" if healthy else "degraded",
         version=__version__,
-        uptime_s=round(time.monotonic() - core.started_at, 3),
-        worker_pid=os.getpid(),
-        memory_rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
         models=models,
-        database={"reachable": db_ok},  # type: ignore[arg-type]
-        registry={"reachable": registry_ok},  # type: ignore[arg-type]
+        database=Reachable(reachable=db_ok),
+        registry=Reachable(reachable=registry_ok),
+    )
+    if not detailed:
+        return health
+    return health.model_copy(
+        update={
+            "uptime_s": round(time.monotonic() - core.started_at, 3),
+            "worker_pid": os.getpid(),
+            "memory_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+            "prediction_log": log,
+        }
     )
 
 
@@ -78,6 +92,9 @@ async def health(core: CoreDep) -> Health:
 )
 async def ready(core: CoreDep) -> Response:
     why = core.store.not_ready()
+    log = core.prediction_log
+    if why is None and log.required and log.failing_since is not None:
+        why = f"the prediction log cannot be written (PREDICT_LOG_REQUIRED): {log.last_error}"
     if why:
         return JSONResponse({"ready": False, "detail": why}, 503)
     return JSONResponse({"ready": True})

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.auth import Admin, Scope
-from prediction_service.api.deps import LifecycleDep, StoreDep
+from prediction_service.api.deps import CoreDep, LifecycleDep
 from prediction_service.api.schemas import (
     FeatureInfo,
     GateInfo,
@@ -19,13 +19,17 @@ from prediction_service.api.schemas import (
     TrafficInfo,
     errors,
 )
+from prediction_service.core import Core
 from prediction_service.domain import ChampionChange, EventType, TrafficState, VersionSummary
 from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-def describe(store: ModelStore, name: str) -> ModelInfo:
+def describe(store: ModelStore, name: str, detailed: bool = True) -> ModelInfo:
+    """What ``name`` serves. The details (run, parameters, metrics, gate, code and data
+    digests) only when ``detailed``; the aliases and the gate are read from the registry
+    now, not when the version was loaded (a promotion or rollback moves them)."""
     spec = store.spec(name)
     challenger, percent = store.challenger(name)
     head: dict[str, Any] = {
@@ -44,21 +48,24 @@ def describe(store: ModelStore, name: str) -> ModelInfo:
     }
     model = store.loaded(name)
     if model is None:
-        return ModelInfo(**head, loaded=False, error=store.error(name))
+        return ModelInfo(**head, loaded=False, error=store.error(name) if detailed else None)
+    if not detailed:
+        return ModelInfo(**head, loaded=True, version=model.version)
     info = model.info
+    now = store.registry.find_version(spec.registered_name, model.version) or info
     report = info.run_tags.get("report")
     return ModelInfo(
         **head,
         loaded=True,
         version=model.version,
-        aliases=info.aliases,
+        aliases=sorted(now.aliases),
         run_id=info.run_id,
         metrics=info.evaluation_metrics,
         params=info.params,
         dataset_digest=info.run_tags.get("data_digest"),
         spec_digest=info.run_tags.get("spec_digest"),
         git_commit=info.run_tags.get("git_commit"),
-        gate=GateInfo(decision=info.tags.get("gate_decision"), reason=info.tags.get("gate_reason")),
+        gate=GateInfo(decision=now.tags.get("gate_decision"), reason=now.tags.get("gate_reason")),
         trained_at=datetime.fromtimestamp(info.created_at_ms / 1000, UTC).isoformat(),
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
         report=f"runs:/{info.run_id}/{report}" if report else None,
@@ -66,14 +73,30 @@ def describe(store: ModelStore, name: str) -> ModelInfo:
     )
 
 
-@router.get("", summary="Every model and what it is serving")
-async def list_models(store: StoreDep) -> list[ModelInfo]:
-    return [describe(store, name) for name in store.specs]
+def _detailed(request: Request, core: Core) -> bool:
+    return core.access.allows("read", request.headers.get("authorization"))
 
 
-@router.get("/{model}", summary="One model and what it is serving", responses=errors(404))
-async def get_model(model: str, store: StoreDep) -> ModelInfo:
-    return describe(store, model)
+@router.get(
+    "",
+    summary="Every model and what it is serving (the details need the read scope when it is "
+    "closed)",
+)
+async def list_models(request: Request, core: CoreDep) -> list[ModelInfo]:
+    detailed = _detailed(request, core)
+    return [
+        await run_in_threadpool(describe, core.store, name, detailed) for name in core.store.specs
+    ]
+
+
+@router.get(
+    "/{model}",
+    summary="One model and what it is serving (the details need the read scope when it is "
+    "closed)",
+    responses=errors(404),
+)
+async def get_model(model: str, request: Request, core: CoreDep) -> ModelInfo:
+    return await run_in_threadpool(describe, core.store, model, _detailed(request, core))
 
 
 @router.get(

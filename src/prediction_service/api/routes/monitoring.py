@@ -4,7 +4,7 @@ No ``from __future__ import annotations``: the feedback body is generated from t
 and FastAPI must see it as a real class in the endpoint's signature.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
@@ -20,27 +20,22 @@ PREDICTION_ID = r"^[0-9a-f]{32}$"
 
 
 def feedback_model(specs: dict[str, ModelSpec]) -> type[BaseModel]:
-    """``{"prediction_id", "actual"}``, ``actual`` typed by what the specs predict: a number
-    for regressors, one of the class names for classifiers."""
-    kinds: list[Any] = []
-    if any(s.task == "regression" for s in specs.values()):
-        kinds += [StrictFloat, StrictInt]
+    """``{"prediction_id", "actual"}``: a number for regressors, a class name for
+    classifiers. Which one a prediction takes is known only once it is found, so the body
+    takes either and the monitor checks it against that prediction's model (naming what
+    that model takes)."""
     classes = sorted({c for s in specs.values() for c in s.target.classes or ()})
-    if classes:
-        kinds.append(Literal[tuple(classes)])
-    actual: Any = kinds[0]
-    for kind in kinds[1:]:
-        actual = actual | kind
+    regression = any(s.task == "regression" for s in specs.values())
     return create_model(
         "FeedbackIn",
         __config__=ConfigDict(extra="forbid"),
         prediction_id=(str, Field(pattern=PREDICTION_ID, description="from the prediction")),
         actual=(
-            actual,
+            StrictFloat | StrictInt | Annotated[str, Field(max_length=256)],
             Field(
                 description="the true value: a number for regressors, a class name for "
-                "classifiers",
-                examples=[classes[0] if classes else 1.0],
+                "classifiers" + (f" (one of {', '.join(classes)})" if classes else ""),
+                examples=[classes[0] if classes and not regression else 1.0],
             ),
         ),
     )
