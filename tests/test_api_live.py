@@ -288,9 +288,19 @@ def test_unwritable_database_does_not_fail_predictions(own_server: tuple[LiveSer
                 break
             time.sleep(0.2)
         assert server.metric("prediction_log_write_failures_total") >= 20
+        # Said while it lasts, not only counted: health, and a gauge for the alert.
+        health = server.get("/health").json()
+        assert health["status"] == "degraded" and health["prediction_log"]["writable"] is False
+        assert "locked" in health["prediction_log"]["last_error"]
+        assert server.metric("prediction_log_failing") == 1
     finally:
         locker.rollback()
         locker.close()
     assert server.post("/predict/iris", json=IRIS_RECORD).status_code == 200
+    deadline = time.monotonic() + 10  # the writer's probe, or the next write, clears it
+    while server.get("/health").json()["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.get("/health").json()["prediction_log"]["writable"] is True
+    assert server.metric("prediction_log_failing") == 0
     server.stop()
     assert "prediction log" in server.output() and "not written" in server.output()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -16,10 +18,12 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from prediction_service import protocols
+from prediction_service.access import AccessControl
 from prediction_service.api import endpoints
 from prediction_service.api.app import create_app
 from prediction_service.api.grpc_server import peer_address
 from prediction_service.errors import OverloadedError, ServiceError
+from prediction_service.metrics import Metrics
 from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.predictions import PredictionService
@@ -195,3 +199,46 @@ def test_the_body_budget_holds_bodies_back_then_refuses_with_retry_after(
         "taken after room was given, used 60",
         "503 1: too many large request bodies at once; retry shortly",
     ]
+
+
+def test_a_request_cut_short_by_the_shutdown_is_answered_in_its_protocol_s_shape() -> None:
+    """uvicorn cancels what is still running when the graceful shutdown runs out; the
+    client gets a 503 in its protocol's shape, not uvicorn's plain-text 500."""
+
+    def slow(service: PredictionService, call: Call) -> Reply:
+        time.sleep(0.5)
+        return Reply(b"{}")
+
+    tiny = Protocol("tiny", (Endpoint("/slow", slow, inline=False, scope=None),),
+                    TINY.error_body, TinyError)  # fmt: skip
+    router = endpoints.EndpointRouter(
+        app=None,  # type: ignore[arg-type]
+        protocols=[tiny],
+        service=SimpleNamespace(codecs={}),  # type: ignore[arg-type]
+        access=AccessControl([], "30/minute", Metrics()),
+        metrics=Metrics(),
+        max_body=1024,
+        budget=endpoints.BodyBudget(1024),
+        route_scope=lambda scope: None,
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/slow", "headers": []}
+        task = asyncio.create_task(router(scope, receive, send))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert sent[0]["status"] == 503
+    assert orjson.loads(sent[1]["body"]) == {
+        "oops": "the service stopped before this request was answered"
+    }

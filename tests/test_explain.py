@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from prediction_service.core import Core
-from prediction_service.errors import NotExplainableError
+from prediction_service.errors import BatchTooLargeError, NotExplainableError
 from prediction_service.predictors.forest import Forest
 from prediction_service.predictors.portable import explainer_from_bundle
 from prediction_service.registry.store import PREDICTOR_FILE
@@ -156,3 +156,18 @@ def test_explain_over_http(server: LiveServer) -> None:
     assert server.post("/explain/wine", json=IRIS_RECORD).status_code == 404
     assert server.metric("predictions_total", model="iris", protocol="explain") == 3
     assert "/explain/housing" in server.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.unit
+def test_an_explanation_longer_than_a_call_may_take_is_refused_up_front(core: Core) -> None:
+    """A call's work must end within half the shutdown's grace (a 2,000-row explanation of
+    the housing forest ran past it, and SIGTERM cut it to a 500): the cost is known from
+    the load, so the most rows that fit are named before any work is done."""
+    served = core.store.get("housing")
+    assert served.explain_row_s > 0  # measured at load
+    core.predictions.work_limit_s = served.explain_row_s * 100
+    rows = core.predictions.codec("housing").matrix([list(HOUSING_RECORD.values())] * 500)
+    with pytest.raises(BatchTooLargeError, match=r"send at most (99|100|101) rows"):
+        core.predictions.explain("housing", rows, "explain")
+    p, contributions = core.predictions.explain("housing", rows[:50], "explain")
+    assert len(p) == 50 and contributions.shape[0] == 50
