@@ -132,91 +132,70 @@ class OneWriteTransport:
 
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a ``OneWriteTransport``, with a bound on the size
-    of a request's headers and on the time a client takes to send them."""
+    of a request's headers and on the time a client takes to send them.
+
+    Kept off the per-request path: a request costs two attribute writes (when its headers
+    began and that they ended); one sweep per event loop, every second, closes the
+    connections whose headers have been arriving for longer than the timeout. A timer per
+    request (call_later and cancel) cost 4% of req/s at c=8 here."""
 
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
+    _sweeping: set[asyncio.AbstractEventLoop] = set()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport, self.loop))  # type: ignore[arg-type]
         self._header_bytes = 0
-        self._reading_headers = True  # the request line and headers of the next request
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._start_header_timer()
+        # When the headers being read began (a new connection must start at once); None
+        # between the end of a request's headers and the start of the next request.
+        self._headers_since: float | None = self.loop.time()
+        if self.loop not in HttpProtocol._sweeping:
+            HttpProtocol._sweeping.add(self.loop)
+            self.loop.call_later(1.0, _sweep, self.loop, self.connections)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # Headers still incomplete after this read (sent slowly, or endless): what they
-        # hold so far is bounded too.
-        if self._reading_headers and self._header_bytes > self.max_header_bytes:
-            self._too_large()
+        # Headers still incomplete after this read (slow, or endless): what they hold so far
+        # is bounded. (Headers complete within one read are one read: at most 256 KB.)
+        if self._headers_since is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(431, f"request headers over {self.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._reading_headers = True
-        self._header_bytes = 0
-        if self._header_timer is None:
-            self._start_header_timer()
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        super().on_header(name, value)
+        self._headers_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._reading_headers = False
-        self._stop_header_timer()
-        if self._header_bytes > self.max_header_bytes:
-            self._too_large()  # refused before the app sees the request
-            return
+        self._headers_since = None
+        self._header_bytes = 0
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        if not self.transport.is_closing():  # else: refused, no request to give it to
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        if not self.transport.is_closing():
-            super().on_message_complete()
-
-    def _too_large(self) -> None:
-        if not self.transport.is_closing():
-            self._refuse(431, f"request headers over {self.max_header_bytes} bytes")
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._reading_headers = True  # uvicorn's keep-alive timeout covers the idle wait
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_header_timer()
-        super().connection_lost(exc)
-
-    def _start_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _too_slow(self) -> None:
-        self._header_timer = None
-        if self._reading_headers and not self.transport.is_closing():
-            self._refuse(408, "request headers not received in time")
+    def too_slow(self, now: float) -> bool:
+        since = self._headers_since
+        return since is not None and now - since > self.header_timeout_s
 
     def _refuse(self, status: int, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        self._headers_since = None
         body = message.encode()
+        reason = "Request Timeout" if status == 408 else "Request Header Fields Too Large"
         head = (
-            f"HTTP/1.1 {status} {'Request Timeout' if status == 408 else 'Request Header Fields Too Large'}\r\n"
-            f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n"
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
-        self._stop_header_timer()
         self.transport.write(head.encode() + body)
         self.transport.close()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Close the connections too slow with their headers; again in a second."""
+    now = loop.time()
+    for protocol in list(connections):
+        if isinstance(protocol, HttpProtocol) and protocol.too_slow(now):
+            protocol._refuse(408, "request headers not received in time")
+    loop.call_later(1.0, _sweep, loop, connections)
 
 
 def http_protocol() -> type[HttpToolsProtocol] | str:

@@ -119,7 +119,7 @@ class PredictionService:
         with it, that served version answers.
         """
         store = self.store
-        if self.log.failing_since is not None and self.log.required:
+        if self.log.required and self.log.failing_since is not None:
             raise OverloadedError(
                 "predictions are logged or not made (PREDICT_LOG_REQUIRED), and the "
                 f"prediction log cannot be written: {self.log.last_error}",
