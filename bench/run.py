@@ -298,6 +298,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for c in args.connections:
                 log(f"{label} c={c}")
                 single[f"{label} c{c}"] = wrk(url, IRIS, c, args.seconds)
+
+    # -- a shadow of 100% of traffic, on and off on one server (last: it adds versions) ---
+    from bench import shadow_cost
+
+    result["shadow"] = shadow_cost.measure(env, args.rounds, args.seconds)
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -444,6 +449,11 @@ def markdown(r: dict[str, Any]) -> str:
         from bench import derived_features
 
         lines += ["", derived_features.markdown(r["derived_features"]).rstrip("\n")]
+    if "shadow" in r:
+        from bench import shadow_cost
+
+        lines += ["", "A shadow of 100% of traffic (c=8, alternating on one server):", "",
+                  shadow_cost.table(r["shadow"])]  # fmt: skip
     cs, rss = r["cold_start_s"], r["rss_mb"]
     lw = r["log_write"]
     lines += [

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from prediction_service.domain import ModelEvent, RetrainJob
 from prediction_service.errors import ConflictError, SpecError
-from prediction_service.serving.canary import abs_error_test, accuracy_test, t_sf
+from prediction_service.serving.comparison import abs_error_test, accuracy_test, t_sf
 from prediction_service.settings import Settings
 from prediction_service.specs import load_spec
 from prediction_service.storage.db import make_engine, migrate
@@ -87,7 +87,11 @@ def test_the_issue_s_automation_block_is_a_valid_spec(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("block", "field", "words"),
     [
-        ({"rollout": {"mode": "blue"}}, "automation.rollout.mode", "'direct' or 'canary'"),
+        (
+            {"rollout": {"mode": "blue"}},
+            "automation.rollout.mode",
+            "'direct', 'canary' or 'shadow'",
+        ),
         ({"rollout": {"canary_percent": 100}}, "automation.rollout.canary_percent", "less than"),
         ({"triggers": {"schedule": 10}}, "automation.triggers.schedule", "not permitted"),
         ({"triggers": {"drift": {"consecutive_checks": 0}}}, "consecutive_checks", "greater"),

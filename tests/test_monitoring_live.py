@@ -19,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from prediction_service.registry import Registry
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
 from tests.conftest import HOUSING_RECORD, IRIS_RECORD, ROOT, require_program
@@ -208,6 +209,13 @@ def scraped(
         "/retrain", json={"model": "iris", "candidates": ["logistic_regression"]}, headers=AUTH
     ).json()
     assert wait_job(monitored, job["id"])["status"] == "succeeded"
+    # The version before it as a shadow, as an operator sets one (the Shadow row's panels).
+    registry = Registry(
+        monitored.env["PREDICT_TRACKING_URI"], Path(monitored.env["PREDICT_ARTIFACT_ROOT"])
+    )
+    registry.set_alias("IrisBestModel", "challenger", "1")
+    shadow = monitored.post("/models/iris/shadow", json={"percent": 100}, headers=AUTH)
+    assert shadow.status_code == 200 and shadow.json()["shadow_percent"] == 100, shadow.text
     pid = monitored.post("/predict/iris", json=IRIS_RECORD).json()["prediction_id"]
     monitored.post("/feedback", json={"prediction_id": pid, "actual": "setosa"})
     monitored.get("/drift/housing")
@@ -221,6 +229,8 @@ def scraped(
     for _ in range(10):
         monitored.post("/predict/iris", json=IRIS_RECORD)
         monitored.post("/predict/housing", json=HOUSING_RECORD)
+    agreement = monitored.get("/models/iris").json()["traffic"]["agreement"]
+    assert agreement["pairs"] > 0 and agreement["agreement"] is not None
     time.sleep(3)
     yield prom
     prom.stop()

@@ -63,7 +63,7 @@ def test_the_served_version_links_its_report(small: Small, tmp_path: Path) -> No
     core = build_core(small_settings(small, tmp_path))
     core.start()
     try:
-        info = describe(core.store, "iris")
+        info = describe(core, "iris")
         assert info.report == f"runs:/{info.run_id}/{REPORT_FILE}"
     finally:
         core.close()

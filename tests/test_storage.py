@@ -237,7 +237,7 @@ def test_jobs_and_traffic(engine: Engine) -> None:
     jobs.mark_running("a" * 32)
     jobs.create("b" * 32, "housing", None, "data/x.csv")
     outcome = TrainingOutcome(
-        model="housing", registered_name="H", version="3", promoted=True, canary=False,
+        model="housing", registered_name="H", version="3", promoted=True, rollout=False,
         reason="gate", feedback_rows=0, chosen="lightgbm", run_id="r", seconds=1.0,
         metrics={"test_rmse": 0.4},
     )  # fmt: skip

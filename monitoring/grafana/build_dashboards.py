@@ -307,6 +307,20 @@ def model_detail() -> Board:
     b.panel("Canary: live quality per arm",
             [(f"max by (arm, metric) (canary_live_quality{{{m}}})", "{{metric}} {{arm}}")],
             width=8)  # fmt: skip
+    b.row("Shadow (a copy of the requests, answered by the champion)")
+    b.panel("Shadow rows predicted and dropped",
+            [(f"sum by (version) (rate(shadow_predictions_total{{{m}}}[{RATE}]))", "v{{version}} predicted"),
+             (f"sum(rate(shadow_dropped_total{{{m}}}[{RATE}]))", "dropped")], unit="ops", width=8)  # fmt: skip
+    b.panel("Shadow agreement with the champion (last hour)",
+            [(f"max by (measure) (shadow_agreement{{{m}}})", "{{measure}}")], width=8)  # fmt: skip
+    b.panel("Shadow: labelled pairs and live quality per arm",
+            [(f"max(shadow_labels{{{m}}})", "labelled pairs"),
+             (f"max by (arm, metric) (shadow_live_quality{{{m}}})", "{{metric}} {{arm}}"),
+             (f"max(shadow_active{{{m}}})", "shadow running")], width=8)  # fmt: skip
+    b.panel("Shadow CPU per row",
+            [(f"sum(rate(shadow_cpu_seconds_total{{{m}}}[{RATE}])) / "
+              f"sum(rate(shadow_predictions_total{{{m}}}[{RATE}]))", "seconds per row")],
+            unit="s", width=8)  # fmt: skip
     return b
 
 

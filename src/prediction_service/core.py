@@ -84,6 +84,7 @@ class Core:
         except Exception as exc:  # noqa: BLE001 - the database may be down; serving goes on
             log.error("could not check for interrupted retrain jobs: %s", exc)
         self.prediction_log.start()
+        self.predictions.shadows.start()
         s = self.settings
         self._every(s.reload_interval_s, self.lifecycle.sync_all)
         self._every(s.traffic_interval_s, self.lifecycle.follow)
@@ -103,6 +104,7 @@ class Core:
         if self.started:
             self.automation.release()
         self.retrain.shutdown()
+        self.predictions.shadows.close()  # its last rows go to the log, which closes next
         self.prediction_log.close()
         self.engine.dispose()
         self.metrics.close()

@@ -18,8 +18,8 @@ class Value(BaseModel):
 
 # -- model events --------------------------------------------------------------------
 EventType = Literal[
-    "retrain_triggered", "retrain_succeeded", "retrain_failed", "canary_started",
-    "promoted", "rolled_back",
+    "retrain_triggered", "retrain_succeeded", "retrain_failed", "shadow_started",
+    "canary_started", "promoted", "rolled_back",
 ]  # fmt: skip
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -46,7 +46,7 @@ class TrainingOutcome(Value):
     registered_name: str
     version: str
     promoted: bool
-    canary: bool  # passed the gate; the service's canary decides
+    rollout: bool  # passed the gate; the service's live rollout (shadow, canary) decides
     reason: str
     feedback_rows: int
     chosen: str  # the candidate
@@ -88,7 +88,10 @@ class TrafficState(Value):
     model: str
     champion_version: str | None
     challenger_version: str | None
-    challenger_percent: float
+    challenger_percent: float = Field(description="the challenger's share of the answers")
+    shadow_percent: float = Field(
+        default=0.0, description="the share of requests copied to the challenger as a shadow"
+    )
 
 
 class VersionGate(Value):
@@ -112,7 +115,8 @@ AUTOMATION_STATE_VERSION = 1
 
 
 class CanaryState(BaseModel):
-    """The canary being judged: which version against which champion, since when."""
+    """A rollout stage being judged (a canary, or a shadow): which version against which
+    champion, since when."""
 
     version: str
     champion: str
@@ -128,6 +132,7 @@ class AutomationState(BaseModel):
     drift_streak: int = 0  # drift checks in a row that found drift
     drift_features: list[str] = Field(default_factory=list)  # what drifted in the latest
     canary: CanaryState | None = None
+    shadow: CanaryState | None = None
 
 
 # -- the training data's statistics, what drift is measured against ---------------------------
@@ -183,6 +188,21 @@ class FeedbackResult(Value):
     live_quality: LiveQuality
 
 
+class ShadowAgreement(Value):
+    """How a shadow's predictions compare with the champion's on the same inputs, over the
+    last hour, labels or not."""
+
+    version: str = Field(description="the shadow's version")
+    window_s: int = Field(description="the span of pairs compared, seconds")
+    pairs: int
+    agreement: float | None = Field(
+        default=None, description="share of pairs with the same class (classifiers)"
+    )
+    mean_abs_difference: float | None = Field(
+        default=None, description="mean absolute difference of the values (regressors)"
+    )
+
+
 class FeatureDrift(Value):
     psi: float
     ks_pvalue: float
@@ -234,3 +254,9 @@ class LoggedPrediction(Value):
     status: str
     protocol: str | None
     actual: Label | None
+    arm: str | None = Field(default=None, description='"shadow": a shadow\'s, answered to no one')
+    pair_id: str | None = Field(
+        default=None,
+        description="a shadow's: the answer it pairs with (whose features and request id it "
+        "shares; its own are empty)",
+    )

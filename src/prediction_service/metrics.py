@@ -152,6 +152,58 @@ class Metrics:
             ["model"],
             "max",
         )
+        self.shadow_percent = gauge(
+            "model_shadow_traffic_percent",
+            "Share of a model's requests copied to its challenger as a shadow (answered by "
+            "the champion).",
+            ["model"],
+            "max",
+        )
+        # -- shadows -----------------------------------------------------------------------
+        self.shadow_predictions = Counter(
+            "shadow_predictions_total",
+            "Rows a shadow predicted (answered to no one; logged with arm=shadow).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "shadow_dropped_total",
+            "Rows not given to a shadow because it fell behind (its queue was full).",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_cpu = Counter(
+            "shadow_cpu_seconds_total",
+            "CPU time the shadow's thread spent predicting and building its log rows.",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_active = gauge(
+            "shadow_active", "1 while a shadow of the model is being judged.", ["model"],
+            "mostrecent",
+        )  # fmt: skip
+        self.shadow_labels = gauge(
+            "shadow_labels",
+            "Labelled pairs (the champion's and the shadow's prediction of one input, with its "
+            "ground truth) of the shadow being judged.",
+            ["model"],
+            "mostrecent",
+        )
+        self.shadow_live_quality = gauge(
+            "shadow_live_quality",
+            "Live quality of each arm (champion, shadow) on the labelled pairs: accuracy for "
+            "classifiers, mae for regressors.",
+            ["model", "arm", "metric"],
+            "mostrecent",
+        )
+        self.shadow_agreement = gauge(
+            "shadow_agreement",
+            "Over the last hour of pairs: the share where the shadow predicts the champion's "
+            "class (classifiers), or the mean absolute difference of their values "
+            "(regressors).",
+            ["model", "measure"],
+            "mostrecent",
+        )
         # -- retraining --------------------------------------------------------------------
         self.retrain_runs = Counter(
             "retrain_runs_total",

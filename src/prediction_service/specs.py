@@ -190,14 +190,41 @@ class GuardrailsSpec(_Strict):
     min_requests: int = Field(default=200, ge=1)
 
 
+Stage = Literal["shadow", "canary"]
+
+
 class RolloutSpec(_Strict):
-    mode: Literal["direct", "canary"] = "direct"
+    """How a version that passed the gate takes over: ``direct`` (at once), or through live
+    stages: a ``shadow`` (a copy of the requests, answered by the champion, judged on
+    labelled pairs), a ``canary`` (a share of the answers, judged on each arm's labels), or
+    ``stages: [shadow, canary]`` (a shadow first; one that passes goes on to the canary).
+    ``min_labels``, ``max_duration_s`` and ``confidence`` apply to each stage."""
+
+    mode: Literal["direct", "canary", "shadow"] = "direct"
+    stages: list[Stage] | None = Field(default=None, min_length=1, max_length=2)
+    shadow_percent: float = Field(default=100.0, gt=0, le=100)
     canary_percent: float = Field(default=10.0, gt=0, lt=100)
     min_labels: int = Field(default=100, ge=2)
     max_duration_s: float = Field(default=86400.0, gt=0)
     # Roll back when the challenger is worse with this confidence (one-sided test).
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     guardrails: GuardrailsSpec = GuardrailsSpec()
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RolloutSpec:
+        if self.stages is not None:
+            if self.mode != "direct":
+                raise ValueError("give mode or stages, not both")
+            if self.stages not in (["shadow"], ["canary"], ["shadow", "canary"]):
+                raise ValueError("stages: [shadow], [canary] or [shadow, canary]")
+        return self
+
+    @property
+    def sequence(self) -> tuple[Stage, ...]:
+        """The live stages a new version goes through, in order (none: direct)."""
+        if self.stages is not None:
+            return tuple(self.stages)
+        return () if self.mode == "direct" else (self.mode,)
 
 
 class AutomationSpec(_Strict):

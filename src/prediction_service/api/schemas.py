@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prediction_service.domain import LoggedPrediction, LogStatus, ModelEvent, RetrainJob
+from prediction_service.domain import (
+    LoggedPrediction,
+    LogStatus,
+    ModelEvent,
+    RetrainJob,
+    ShadowAgreement,
+)
 from prediction_service.protocols.native import ErrorOut
 
 
@@ -85,7 +91,16 @@ class FeatureInfo(_Out):
 
 class TrafficInfo(_Out):
     challenger_version: str | None
-    challenger_percent: float
+    challenger_percent: float = Field(description="the challenger's share of the answers")
+    shadow_percent: float = Field(
+        default=0.0, description="the share of requests copied to the challenger as a shadow"
+    )
+    stage: Literal["shadow", "canary"] | None = Field(
+        default=None, description="the live rollout stage the challenger is in"
+    )
+    agreement: ShadowAgreement | None = Field(
+        default=None, description="while shadowing: the shadow against the champion"
+    )
 
 
 class GateInfo(_Out):

@@ -127,7 +127,7 @@ def record_events(settings: Settings, outcomes: list[TrainingOutcome]) -> None:
     events = EventStore(engine, Metrics())
     for o in outcomes:
         details = {"source": "train command", "run_id": o.run_id, "metrics": o.metrics}
-        state = "the champion" if o.promoted else "the challenger" if o.canary else "not champion"
+        state = "the champion" if o.promoted else "the challenger" if o.rollout else "not champion"
         reason = f"version {o.version} registered by the train command, {state}: {o.reason}"
         events.record(o.model, "retrain_succeeded", reason, o.version, details)
         if o.promoted:

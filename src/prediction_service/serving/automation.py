@@ -1,5 +1,6 @@
-"""The MLOps loop, run by the service itself: triggers start retrain jobs, a canary judged on
-live feedback promotes or rolls back, and every decision becomes an event with its reason.
+"""The MLOps loop, run by the service itself: triggers start retrain jobs, a live rollout (a
+shadow judged on labelled pairs, a canary judged on each arm's labels, or a shadow then a
+canary) promotes or rolls back, and every decision becomes an event with its reason.
 
 Each model's automation is checked every ``automation_interval_s`` by whichever worker or
 replica holds its lease (``automation:<model>`` in the database); the others skip it. What a
@@ -24,7 +25,7 @@ from prediction_service.domain import EVENT_TYPES, AutomationState, CanaryState
 from prediction_service.errors import ConflictError
 from prediction_service.metrics import Metrics
 from prediction_service.registry.store import CHALLENGER
-from prediction_service.serving.canary import ARM_METRIC, compare
+from prediction_service.serving.comparison import ARM_METRIC, compare, compare_paired
 from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.predictions import PredictionService
 from prediction_service.serving.retrain import RetrainRunner
@@ -123,9 +124,10 @@ class Automation:
         assert policy is not None
         state = self.states.get(name)
         before = state.model_copy(deep=True)
-        if policy.rollout.mode == "canary":
-            self._canary(spec, policy.rollout, state)
-        if state.canary is None:  # a new training would replace the challenger under test
+        if policy.rollout.sequence:
+            self._rollout(spec, policy.rollout, state)
+        if state.canary is None and state.shadow is None:  # else it would replace the one
+            # under test
             trigger = self._trigger(spec, policy, state)
             if trigger is not None:
                 kind, reason = trigger
@@ -215,30 +217,61 @@ class Automation:
         self._digests[path] = (stat.st_mtime_ns, stat.st_size, digest)
         return digest
 
-    # -- canary ----------------------------------------------------------------------
-    def _canary(self, spec: ModelSpec, rollout: RolloutSpec, state: AutomationState) -> None:
+    # -- the live rollout: shadow, canary ---------------------------------------------
+    def _rollout(self, spec: ModelSpec, rollout: RolloutSpec, state: AutomationState) -> None:
+        """Judge the stage under way, or start the next one the challenger is due."""
         name, registered = spec.name, spec.registered_name
         challenger = self.registry.alias_version(registered, CHALLENGER)
         champion = self.registry.champion_version(registered)
-        canary = state.canary
-        if canary:
-            if (challenger, champion) != (canary.version, canary.champion):
+        for stage, running in (("shadow", state.shadow), ("canary", state.canary)):
+            if running is None:
+                continue
+            if (challenger, champion) != (running.version, running.champion):
                 # Someone else decided (an admin promoted, rolled back or retrained).
-                log.info("canary of %s version %s ended outside the automation", name, challenger)
-                state.canary = None
-                self._no_canary(name)
+                log.info("%s of %s version %s ended outside the automation", stage, name,
+                         running.version)  # fmt: skip
+                self._stage_over(name, stage, state)
                 return
-            self._judge(spec, rollout, canary, state)
+            if stage == "shadow":
+                self._judge_shadow(spec, rollout, running, state)
+            else:
+                self._judge(spec, rollout, running, state)
             return
         if challenger is None or champion is None or challenger == champion:
             return
         if self.retrain.jobs.active(name):  # its job has not recorded its end yet
             return
         info = self.registry.find_version(registered, challenger)
-        if info is None or info.tags.get("gate_decision") != "canary":
+        if info is None or info.tags.get("gate_decision") not in rollout.sequence:
             return
-        if info.tags.get("canary_decision"):
-            return
+        if "shadow" in rollout.sequence and not info.tags.get("shadow_decision"):
+            self._start_shadow(spec, rollout, challenger, champion, info.tags, state)
+        elif (
+            "canary" in rollout.sequence
+            and not info.tags.get("canary_decision")
+            and info.tags.get("shadow_decision", "passed") == "passed"
+        ):
+            self._start_canary(spec, rollout, challenger, champion, info.tags, state)
+
+    def _stage_over(self, name: str, stage: str, state: AutomationState) -> None:
+        if stage == "shadow":
+            state.shadow = None
+            self.monitor.no_shadow(name)
+        else:
+            state.canary = None
+            self._no_canary(name)
+
+    def _start_canary(
+        self,
+        spec: ModelSpec,
+        rollout: RolloutSpec,
+        challenger: str,
+        champion: str,
+        tags: dict[str, str],
+        state: AutomationState,
+        passed: str | None = None,
+    ) -> None:
+        name = spec.name
         self.lifecycle.set_traffic(name, rollout.canary_percent)
         state.canary = CanaryState(
             version=challenger,
@@ -249,16 +282,93 @@ class Automation:
         self.events.record(
             name,
             "canary_started",
-            f"version {challenger} passed the quality gate; it now answers "
+            f"version {challenger} passed {passed or 'the quality gate'}; it now answers "
             f"{rollout.canary_percent:g}% of requests until {rollout.min_labels} labelled "
             f"predictions per arm decide (at most {duration(rollout.max_duration_s)})",
             challenger,
             {
                 "champion": champion,
                 "canary_percent": rollout.canary_percent,
-                "gate_reason": info.tags.get("gate_reason"),
+                "gate_reason": tags.get("gate_reason"),
             },
         )
+
+    # -- shadow ------------------------------------------------------------------------
+    def _start_shadow(
+        self,
+        spec: ModelSpec,
+        rollout: RolloutSpec,
+        challenger: str,
+        champion: str,
+        tags: dict[str, str],
+        state: AutomationState,
+    ) -> None:
+        state.shadow = CanaryState(
+            version=challenger,
+            champion=champion,
+            started_at=time.time(),
+            after_seq=self.log.last_seq(),
+        )
+        then = " then a canary" if "canary" in rollout.sequence else ""
+        self.lifecycle.set_shadow(
+            spec.name,
+            rollout.shadow_percent,
+            f"version {challenger} passed the quality gate; it now predicts a copy of "
+            f"{rollout.shadow_percent:g}% of requests, answered by the champion, until "
+            f"{rollout.min_labels} labelled pairs decide (at most "
+            f"{duration(rollout.max_duration_s)}){then}",
+        )
+
+    def _judge_shadow(
+        self, spec: ModelSpec, rollout: RolloutSpec, shadow: CanaryState, state: AutomationState
+    ) -> None:
+        """The paired test, once the labelled pairs reach ``min_labels``; the agreement
+        of the last hour's pairs, labelled or not, at every check."""
+        name = spec.name
+        pairs = self.log.pairs(name, shadow.version, shadow.after_seq)
+        self.monitor.shadow_agreement(name, shadow.version, shadow.after_seq)
+        labelled = [p for p in pairs if p[2] is not None]
+        comparison = compare_paired(spec.task, labelled)
+        self.metrics.shadow_active.labels(name).set(1)
+        self.metrics.shadow_labels.labels(name).set(len(labelled))
+        if comparison is not None:
+            for arm, quality in (
+                ("shadow", comparison.challenger),
+                ("champion", comparison.champion),
+            ):
+                self.metrics.shadow_live_quality.labels(name, arm, comparison.metric).set(quality)
+        need = rollout.min_labels
+        details: dict[str, Any] = {"pairs": len(pairs), "labelled": len(labelled),
+                                   "min_labels": need}  # fmt: skip
+        outcome: str | None = None  # undecided
+        if comparison is not None and len(labelled) >= need:
+            details["test"] = comparison.details()
+            worse = comparison.worse(rollout.confidence)
+            verdict = "worse" if worse else "not worse"
+            reason = (
+                f"shadow: {comparison.sentence()}: {verdict} at {rollout.confidence:.0%} "
+                "confidence"
+            )
+            if worse:
+                outcome = "rolled_back"
+            else:
+                outcome = "passed" if "canary" in rollout.sequence else "promoted"
+        elif time.time() - shadow.started_at > rollout.max_duration_s:
+            outcome = "rolled_back"
+            reason = (
+                f"shadow undecided after {duration(rollout.max_duration_s)}: {len(labelled)} "
+                f"labelled pairs of {need} needed"
+            )
+        if outcome is None:
+            return
+        self.lifecycle.conclude_shadow(name, shadow.version, outcome, reason, details)
+        self._stage_over(name, "shadow", state)
+        if outcome == "passed":
+            info = self.registry.find_version(spec.registered_name, shadow.version)
+            self._start_canary(
+                spec, rollout, shadow.version, shadow.champion, info.tags if info else {},
+                state, passed=f"its shadow ({reason})",
+            )  # fmt: skip
 
     def _judge(
         self, spec: ModelSpec, rollout: RolloutSpec, canary: CanaryState, state: AutomationState
@@ -296,8 +406,7 @@ class Automation:
             )
         if promote is not None:
             self.lifecycle.conclude_canary(name, canary.version, promote, reason, details)
-            state.canary = None
-            self._no_canary(name)
+            self._stage_over(name, "canary", state)
 
     def _guardrail(
         self,

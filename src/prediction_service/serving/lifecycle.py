@@ -59,7 +59,7 @@ class ModelLifecycle:
             if splits is None:
                 splits = self.traffic.all()
             self._applied[name] = split = splits.get(name, Split())
-            self._sync_challenger(name, split.percent)
+            self._sync_challenger(name, split.percent, split.shadow_percent)
         except Exception as exc:  # noqa: BLE001
             log.error("could not sync the challenger of %s: %s", name, exc)
 
@@ -98,6 +98,10 @@ class ModelLifecycle:
         self.traffic.set(name, percent)
         self._applied[name] = self._applied.get(name, Split())._replace(percent=percent)
 
+    def _store_shadow(self, name: str, percent: float) -> None:
+        self.traffic.set_shadow(name, percent)
+        self._applied[name] = self._applied.get(name, Split())._replace(shadow_percent=percent)
+
     def _champion_moved(self, name: str) -> None:
         try:
             change = self.traffic.champion_moved(name)
@@ -106,18 +110,29 @@ class ModelLifecycle:
             return
         self._applied[name] = self._applied.get(name, Split())._replace(champion_change=change)
 
-    def _sync_challenger(self, name: str, percent: float) -> ServedModel | None:
+    def _sync_challenger(
+        self, name: str, percent: float, shadow_percent: float = 0.0
+    ) -> ServedModel | None:
+        """Serve the registered challenger to ``percent`` of the answers, and as a shadow to
+        ``shadow_percent`` of the requests; neither when it is missing or the champion."""
         spec = self.store.spec(name)
         champion = self.store.loaded(name)
         version = self.registry.alias_version(spec.registered_name, CHALLENGER)
-        if percent <= 0 or version is None or (champion and champion.version == version):
+        if (
+            max(percent, shadow_percent) <= 0
+            or version is None
+            or (champion and champion.version == version)
+        ):
             self.store.set_challenger(name, None, 0.0)
+            self.store.set_shadow(name, None, 0.0)
             return None
         current, _ = self.store.challenger(name)
-        model = current if current and current.version == version else None
+        shadow, _ = self.store.shadows.get(name, (None, 0.0))
+        model = next((m for m in (current, shadow) if m and m.version == version), None)
         if model is None:
             model = self.store.load_version(name, version)
-        self.store.set_challenger(name, model, percent)
+        self.store.set_challenger(name, model if percent > 0 else None, percent)
+        self.store.set_shadow(name, model if shadow_percent > 0 else None, shadow_percent)
         return model
 
     # -- admin actions ---------------------------------------------------------------
@@ -141,9 +156,11 @@ class ModelLifecycle:
         self.registry.promote(
             spec.registered_name, model.version, previous if record_previous else None
         )
-        if challenger == model.version:  # promoting the challenger ends the split
+        if challenger == model.version:  # promoting the challenger ends the split and shadow
             self._store_split(name, 0.0)
+            self._store_shadow(name, 0.0)
             self.store.set_challenger(name, None, 0.0)
+            self.store.set_shadow(name, None, 0.0)
         self.store.serve(model)
         self._champion_moved(name)
         return ChampionChange(model=name, previous_version=previous, version=model.version)
@@ -198,6 +215,55 @@ class ModelLifecycle:
             self.registry.set_version_tags(spec.registered_name, version, tags)
         self.events.record(name, "rolled_back", reason, version, details)
 
+    def conclude_shadow(
+        self, name: str, version: str, outcome: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        """End a shadow of ``version``, with the reason tagged on it: ``promoted`` (it
+        becomes the champion), ``rolled_back`` (its challenger alias removed) or ``passed``
+        (a canary of it follows). The champion answered throughout."""
+        spec = self.store.spec(name)
+        with self._lock:
+            self._store_shadow(name, 0.0)
+            self.store.set_shadow(name, None, 0.0)
+        tags = {"shadow_decision": outcome, "shadow_reason": reason}
+        if outcome == "promoted":
+            self.promote(name, version, reason, details)
+        elif outcome == "rolled_back":
+            with self._lock:
+                if self.registry.alias_version(spec.registered_name, CHALLENGER) == version:
+                    self.registry.delete_alias(spec.registered_name, CHALLENGER)
+            self.events.record(name, "rolled_back", reason, version, details)
+        self.registry.set_version_tags(spec.registered_name, version, tags)
+
+    def set_shadow(self, name: str, percent: float, reason: str | None = None) -> TrafficState:
+        """Copy ``percent`` of the requests to the registered challenger as a shadow (0:
+        stop); its answers go to no one. Starting one is an event (``reason``, or an
+        admin's request)."""
+        with self._lock:
+            spec = self.store.spec(name)
+            if (
+                percent > 0
+                and self.registry.alias_version(spec.registered_name, CHALLENGER) is None
+            ):
+                raise ConflictError(f"{spec.registered_name} has no 'challenger' version to shadow")
+            before = self._applied.get(name, Split())
+            model = self._sync_challenger(name, before.percent, percent)
+            if percent > 0 and model is None:
+                raise ConflictError(f"the challenger of {spec.registered_name} is the champion")
+            self._store_shadow(name, percent)
+            state = self.traffic_state(name)
+        if model is not None and before.shadow_percent <= 0 < percent:
+            self.events.record(
+                name,
+                "shadow_started",
+                reason
+                or f"an admin copies {percent:g}% of requests to version "
+                f"{model.version} as a shadow",
+                model.version,
+                {"champion": state.champion_version, "shadow_percent": percent},
+            )
+        return state
+
     def _rollback(self, name: str) -> ChampionChange:
         spec = self.store.spec(name)
         current = self.registry.champion_version(spec.registered_name)
@@ -222,7 +288,8 @@ class ModelLifecycle:
             raise ConflictError(
                 f"{spec.registered_name} has no 'challenger' version to send traffic to"
             )
-        model = self._sync_challenger(name, percent)
+        shadow = self._applied.get(name, Split()).shadow_percent
+        model = self._sync_challenger(name, percent, shadow)
         if percent > 0 and model is None:
             raise ConflictError(f"the challenger of {spec.registered_name} is the champion")
         self._store_split(name, percent)
@@ -231,11 +298,14 @@ class ModelLifecycle:
     def traffic_state(self, name: str) -> TrafficState:
         champion = self.store.loaded(name)
         challenger, percent = self.store.challenger(name)
+        shadow, shadow_percent = self.store.shadows.get(name, (None, 0.0))
+        serving = challenger or shadow
         return TrafficState(
             model=name,
             champion_version=champion.version if champion else None,
-            challenger_version=challenger.version if challenger else None,
+            challenger_version=serving.version if serving else None,
             challenger_percent=percent,
+            shadow_percent=shadow_percent,
         )
 
     def versions(self, name: str) -> list[VersionSummary]:

@@ -72,6 +72,8 @@ class ModelStore:
         self._models: dict[str, ServedModel] = {}
         self._challengers: dict[str, ServedModel] = {}
         self._split: dict[str, float] = {}
+        # The challenger as a shadow: (model, share of requests copied to it).
+        self.shadows: dict[str, tuple[ServedModel, float]] = {}
         self._errors: dict[str, str] = {}
         self._swap_lock = threading.Lock()
 
@@ -129,6 +131,15 @@ class ModelStore:
                 self._challengers[name] = model
                 self._split[name] = percent
         self.metrics.challenger_percent.labels(name).set(percent if model is not None else 0)
+
+    def set_shadow(self, name: str, model: ServedModel | None, percent: float) -> None:
+        """Copy ``percent`` of ``name``'s requests to ``model`` (None or 0: no shadow)."""
+        with self._swap_lock:
+            if model is None or percent <= 0:
+                self.shadows.pop(name, None)
+            else:
+                self.shadows[name] = (model, percent)
+        self.metrics.shadow_percent.labels(name).set(percent if model is not None else 0)
 
     def not_ready(self) -> str | None:
         """Why the service cannot answer for every model yet, or None when it can."""

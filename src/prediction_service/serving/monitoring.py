@@ -16,9 +16,11 @@ from prediction_service.domain import (
     FeedbackResult,
     LiveQuality,
     PredictionDrift,
+    ShadowAgreement,
 )
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
+from prediction_service.serving.comparison import ARM_METRIC
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.predictions import Ids
 from prediction_service.settings import Settings
@@ -84,6 +86,21 @@ class Monitor:
                 for side, value in (("min", bound.min), ("max", bound.max)):
                     if value is not None:
                         metrics.live_quality_threshold.labels(name, metric, side).set(value)
+            # Every shadow series exists from the start, so a first drop is an increase.
+            metrics.shadow_dropped.labels(name)
+            metrics.shadow_cpu.labels(name)
+            self.no_shadow(name)
+
+    def no_shadow(self, name: str) -> None:
+        """The shadow gauges between shadows: inactive, no pairs, no quality or agreement
+        (NaN). A judged shadow sets them at every check."""
+        m, task = self.metrics, self.store.spec(name).task
+        m.shadow_active.labels(name).set(0)
+        m.shadow_labels.labels(name).set(0)
+        for arm in ("shadow", "champion"):
+            m.shadow_live_quality.labels(name, arm, ARM_METRIC[task]).set(math.nan)
+        measure = "agreement" if task == "classification" else "mean_abs_difference"
+        m.shadow_agreement.labels(name, measure).set(math.nan)
 
     # -- feedback --------------------------------------------------------------------
     def record_feedback(self, prediction_id: str, actual: Any) -> FeedbackResult:
@@ -142,6 +159,24 @@ class Monitor:
         for metric, value in quality.metrics().items():
             self.metrics.live_quality.labels(model, version, metric).set(value)
         return quality
+
+    # -- a shadow's agreement with the champion ----------------------------------------
+    def shadow_agreement(
+        self, name: str, version: str, after_seq: int = 0, window_s: int = 3600
+    ) -> ShadowAgreement:
+        """The last ``window_s`` of the shadow's pairs: the share with the champion's class,
+        or the mean absolute difference of the values; also set as a gauge."""
+        pairs = self.log.pairs(name, version, after_seq, since=time.time() - window_s)
+        agreement = ShadowAgreement(version=version, window_s=window_s, pairs=len(pairs))
+        if not pairs:
+            return agreement
+        if self.store.spec(name).task == "classification":
+            share = float(np.mean([c == s for c, s, _ in pairs]))
+            self.metrics.shadow_agreement.labels(name, "agreement").set(share)
+            return agreement.model_copy(update={"agreement": share})
+        difference = float(np.mean([abs(float(c) - float(s)) for c, s, _ in pairs]))
+        self.metrics.shadow_agreement.labels(name, "mean_abs_difference").set(difference)
+        return agreement.model_copy(update={"mean_abs_difference": difference})
 
     # -- drift -----------------------------------------------------------------------
     def drift(self, name: str) -> DriftReport:

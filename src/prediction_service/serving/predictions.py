@@ -7,6 +7,7 @@ and challenger, counted, and logged the same way whichever door it came in by.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ from prediction_service.errors import BatchTooLargeError, NotExplainableError, O
 from prediction_service.metrics import Metrics
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore, ServedModel
+from prediction_service.serving.shadow import ShadowRunner
 from prediction_service.shortcuts import observe_many, observe_one
 from prediction_service.storage.prediction_log import LogBatch, PredictionLog
 
@@ -88,6 +90,7 @@ class PredictionService:
         log: PredictionLog,
         metrics: Metrics,
         work_limit_s: float = 5.0,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self.store = store
         self.codecs = codecs
@@ -97,6 +100,7 @@ class PredictionService:
         self.work_limit_s = work_limit_s
         self._instruments: dict[tuple[str, str], _Instruments] = {}
         self.ids = Ids()
+        self.shadows = shadows or ShadowRunner(log, metrics, self.ids)
 
     def codec(self, name: str) -> FeatureCodec:
         """The named model's codec; 404 naming the known models for any other name."""
@@ -168,6 +172,11 @@ class PredictionService:
                 protocol=protocol,
             )
         )
+        shadow = store.shadows.get(name) if version is None else None
+        if shadow is not None and shadow[0] is not model:
+            # A copy for the challenger as a shadow, predicted off this answer's path.
+            if shadow[1] >= 100.0 or random.random() * 100.0 < shadow[1]:  # nosec B311
+                self.shadows.offer(shadow[0], X, ids, protocol)
         if classes is None or best is None:
             return Prediction(
                 name, model.spec.registered_name, model.version, ids, rows, latency_ms

@@ -77,8 +77,15 @@ class PredictionRecord(Base):
     # Ground truth, filled in later by feedback.
     actual: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     actual_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # "shadow" for a shadow's prediction (answered to no one), paired with the champion's
+    # row ``pair_id`` on the same input; None for the answers clients got.
+    arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pair_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
-    __table_args__ = (Index("ix_predictions_model_seq", "model", "seq"),)
+    __table_args__ = (
+        Index("ix_predictions_model_seq", "model", "seq"),
+        Index("ix_predictions_pair_id", "pair_id"),
+    )
 
 
 class RetrainJobRecord(Base):
@@ -124,6 +131,8 @@ class TrafficRecord(Base):
     # A token of the last champion change made through the service: when it differs from
     # what a worker last saw, that worker reloads the model.
     champion_change: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The share of requests copied to the challenger as a shadow (answered by the champion).
+    shadow_percent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

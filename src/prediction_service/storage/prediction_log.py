@@ -43,7 +43,7 @@ DEFAULT_FULL_WAIT_S = 5.0
 # Waits between attempts while the database is failing (locked, read-only, restarting):
 # about 3.5 s in all, longer than a PostgreSQL restart here takes.
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
-# 256 rows x 11 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
+# 256 rows x 13 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
 _MAX_ROWS_PER_INSERT = 256
 # The placeholder of each DB-API paramstyle whose parameters are a sequence.
 _POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -51,7 +51,7 @@ _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
     "id", "created_at", "model", "version", "features", "prediction",
-    "probabilities", "latency_ms", "request_id", "status", "protocol",
+    "probabilities", "latency_ms", "request_id", "status", "protocol", "arm", "pair_id",
 )  # fmt: skip
 
 
@@ -83,6 +83,8 @@ class LogBatch(NamedTuple):
     classes: Sequence[str] | None = None
     status: str = "ok"
     protocol: str = "native"
+    arm: str | None = None  # "shadow" for a shadow's rows
+    pair_ids: Sequence[str] | None = None  # per row: the champion row it pairs with
 
     @property
     def size(self) -> int:
@@ -203,11 +205,13 @@ class PredictionLog:
                 (
                     batch.ids[0], created, batch.model, batch.version,
                     dumps(dict(zip(names, features[0]))).decode(), dumps(value).decode(), probs,
-                    batch.latency_ms, batch.request_id, batch.status, batch.protocol,
+                    batch.latency_ms, batch.request_id, batch.status, batch.protocol, batch.arm,
+                    batch.pair_ids[0] if batch.pair_ids else None,
                 )
             ]  # fmt: skip
         head = (created, batch.model, batch.version)
-        tail = (batch.latency_ms, batch.request_id, batch.status, batch.protocol)
+        tail = (batch.latency_ms, batch.request_id, batch.status, batch.protocol, batch.arm)
+        pairs: Sequence[str | None] = batch.pair_ids or [None] * len(features)
         feature_text = [dumps(dict(zip(names, row))).decode() for row in features]
         if classes is None or probabilities is None:
             prediction_text = [dumps(v).decode() for v in values]
@@ -218,8 +222,10 @@ class PredictionLog:
                 dumps(dict(zip(classes, p))).decode() for p in probabilities.tolist()
             ]
         return [
-            (i, *head, f, p, q, *tail)
-            for i, f, p, q in zip(batch.ids, feature_text, prediction_text, probability_text)
+            (i, *head, f, p, q, *tail, pair)
+            for i, f, p, q, pair in zip(
+                batch.ids, feature_text, prediction_text, probability_text, pairs
+            )
         ]
 
     def _timestamp(self, when: float) -> Any:
@@ -436,14 +442,23 @@ class PredictionLog:
         return _public(row._mapping) if row else None
 
     def set_actual(self, prediction_id: str, actual: Any) -> bool:
-        """Store the ground truth once; False when the prediction already has one."""
+        """Store the ground truth once, on the prediction and on a shadow's prediction of
+        the same input (its pair); False when the prediction already has one."""
         stmt = (
             update(PredictionRecord)
             .where(PredictionRecord.id == prediction_id, PredictionRecord.actual.is_(None))
             .values(actual=actual, actual_at=datetime.now(UTC))
         )
+        paired = (
+            update(PredictionRecord)
+            .where(PredictionRecord.pair_id == prediction_id, PredictionRecord.actual.is_(None))
+            .values(actual=actual, actual_at=datetime.now(UTC))
+        )
         with self.engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
+            if not conn.execute(stmt).rowcount:
+                return False
+            conn.execute(paired)
+            return True
 
     def last_seq(self) -> int:
         """The newest row's ``seq`` (0 for an empty log): rows after it are newer."""
@@ -463,6 +478,7 @@ class PredictionLog:
                 PredictionRecord.model == model,
                 PredictionRecord.seq > after_seq,
                 PredictionRecord.version == version,
+                PredictionRecord.arm.is_(None),  # answers, not a shadow's copies
             )
             .order_by(PredictionRecord.seq.desc())
             .limit(limit)
@@ -486,15 +502,40 @@ class PredictionLog:
             return [(p, a) for p, a in conn.execute(stmt)]
 
     def recent(self, model: str, limit: int) -> list[tuple[dict[str, float], Any]]:
-        """(features, prediction) of the model's latest predictions."""
+        """(features, prediction) of the model's latest answers (not its shadow's copies)."""
         stmt = (
             select(PredictionRecord.features, PredictionRecord.prediction)
-            .where(PredictionRecord.model == model)
+            .where(PredictionRecord.model == model, PredictionRecord.arm.is_(None))
             .order_by(PredictionRecord.seq.desc())
             .limit(limit)
         )
         with self.engine.connect() as conn:
             return [(f, p) for f, p in conn.execute(stmt)]
+
+    def pairs(
+        self, model: str, shadow_version: str, after_seq: int, since: float | None = None
+    ) -> list[tuple[Any, Any, Any]]:
+        """(champion's prediction, shadow's prediction, actual or None) of each input the
+        shadow ``shadow_version`` predicted after ``after_seq`` (and at or after the Unix
+        time ``since``), newest first."""
+        shadow = PredictionRecord.__table__.alias("shadow")
+        champion = PredictionRecord.__table__.alias("champion")
+        stmt = (
+            select(champion.c.prediction, shadow.c.prediction, shadow.c.actual)
+            .select_from(shadow.join(champion, champion.c.id == shadow.c.pair_id))
+            .where(
+                shadow.c.model == model,
+                shadow.c.arm == "shadow",
+                shadow.c.version == shadow_version,
+                shadow.c.seq > after_seq,
+            )
+            .order_by(shadow.c.seq.desc())
+            .limit(200_000)
+        )
+        if since is not None:
+            stmt = stmt.where(shadow.c.created_at >= datetime.fromtimestamp(since, UTC))
+        with self.engine.connect() as conn:
+            return [(c, s, a) for c, s, a in conn.execute(stmt)]
 
     # -- reads ---------------------------------------------------------------------------
     def history(

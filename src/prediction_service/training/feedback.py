@@ -61,7 +61,11 @@ def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
         else:
             stmt = (
                 select(PredictionRecord.id, PredictionRecord.features, PredictionRecord.actual)
-                .where(PredictionRecord.model == spec.name, PredictionRecord.actual_at.is_not(None))
+                .where(
+                    PredictionRecord.model == spec.name,
+                    PredictionRecord.actual_at.is_not(None),
+                    PredictionRecord.arm.is_(None),  # a shadow's row repeats its pair's input
+                )
                 .order_by(PredictionRecord.seq)
             )
             with engine.connect() as conn:

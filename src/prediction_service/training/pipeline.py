@@ -73,7 +73,7 @@ class TrainingResult:
     cv_metrics: dict[str, float]
     seconds: float
     candidates: list[CandidateResult] = field(default_factory=list)
-    canary: bool = False  # passed the gate; the service's canary decides
+    rollout: bool = False  # passed the gate; the service's live rollout (shadow, canary) decides
     feedback_rows: int = 0
 
     def table(self) -> str:
@@ -90,7 +90,7 @@ class TrainingResult:
             registered_name=self.registered_name,
             version=self.version,
             promoted=self.promoted,
-            canary=self.canary,
+            rollout=self.rollout,
             reason=self.reason,
             feedback_rows=self.feedback_rows,
             chosen=self.chosen,
@@ -104,8 +104,8 @@ class TrainingResult:
             "is the new champion"
             if self.promoted
             else (
-                f"is the {CHALLENGER}: a canary decides"
-                if self.canary
+                f"is the {CHALLENGER}: a live rollout decides"
+                if self.rollout
                 else f"was not promoted ({CHALLENGER})"
             )
         )
@@ -300,21 +300,20 @@ def run_training(
                 line += f" (champion {champion_recent:.4f})"
             progress(f"[{spec.name}] {line}")
         decision = decide(spec.quality_gate, metric, test_metrics, champion_metrics)
-        # Canary rollout: a version that passes the gate is served to a share of traffic
-        # first, and live feedback decides (the service's automation). The first version of a
-        # model has nothing to be compared with, so it takes the alias directly.
-        canary = bool(
-            decision.promote
-            and champion_before is not None
-            and automation
-            and automation.rollout.mode == "canary"
-        )
+        # A live rollout: a version that passes the gate is first shadowed or canaried on
+        # live traffic, and feedback decides (the service's automation). The first version
+        # of a model has nothing to be compared with, so it takes the alias directly.
+        stages = automation.rollout.sequence if automation else ()
+        staged = bool(decision.promote and champion_before is not None and stages)
         reason = decision.reason
-        if canary:
-            reason += "; it becomes the challenger of a canary rollout"
+        if staged:
+            reason += f"; it becomes the challenger of a {' then '.join(stages)} rollout"
         gate_tags = {
             **tags,
-            "gate_decision": "canary" if canary else "promoted" if decision.promote else "rejected",
+            # The first stage it goes to: "shadow" or "canary".
+            "gate_decision": (
+                stages[0] if staged else "promoted" if decision.promote else "rejected"
+            ),
             "gate_reason": reason,
             f"test_{metric}": f"{test_metrics[metric]:.6f}",
         }
@@ -336,7 +335,7 @@ def run_training(
             {f.name: f.png for f in figures} | {Path(REPORT_FILE).name: page.encode()}, folder
         )
         rec.set_tags({"report": REPORT_FILE})
-        if decision.promote and not canary:
+        if decision.promote and not staged:
             registry.promote(spec.registered_name, version, previous=champion_before)
         else:
             registry.set_alias(spec.registered_name, CHALLENGER, version)
@@ -345,7 +344,7 @@ def run_training(
         model=spec.name,
         registered_name=spec.registered_name,
         version=version,
-        promoted=decision.promote and not canary,
+        promoted=decision.promote and not staged,
         reason=reason,
         metric=metric,
         chosen=best.name,
@@ -355,7 +354,7 @@ def run_training(
         cv_metrics={f"cv_{metric}_mean": best.cv_mean, f"cv_{metric}_std": best.cv_std},
         seconds=time.perf_counter() - started,
         candidates=results,
-        canary=canary,
+        rollout=staged,
         feedback_rows=len(feedback) if feedback else 0,
     )
 

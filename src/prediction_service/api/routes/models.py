@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,17 +21,35 @@ from prediction_service.api.schemas import (
 )
 from prediction_service.core import Core
 from prediction_service.domain import ChampionChange, EventType, TrafficState, VersionSummary
-from prediction_service.serving.model_store import ModelStore
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-def describe(store: ModelStore, name: str, detailed: bool = True) -> ModelInfo:
+def traffic(core: Core, name: str) -> TrafficInfo:
+    """The challenger's part: answers (a canary), or copies of requests (a shadow, with its
+    agreement with the champion)."""
+    state = core.lifecycle.traffic_state(name)
+    shadow, _ = core.store.shadows.get(name, (None, 0.0))
+    stage: Literal["shadow", "canary"] | None = None
+    if state.shadow_percent:
+        stage = "shadow"
+    elif state.challenger_percent:
+        stage = "canary"
+    return TrafficInfo(
+        challenger_version=state.challenger_version,
+        challenger_percent=state.challenger_percent,
+        shadow_percent=state.shadow_percent,
+        stage=stage,
+        agreement=core.monitor.shadow_agreement(name, shadow.version) if shadow else None,
+    )
+
+
+def describe(core: Core, name: str, detailed: bool = True) -> ModelInfo:
     """What ``name`` serves. The details (run, parameters, metrics, gate, code and data
     digests) only when ``detailed``; the aliases and the gate are read from the registry
     now, not when the version was loaded (a promotion or rollback moves them)."""
+    store = core.store
     spec = store.spec(name)
-    challenger, percent = store.challenger(name)
     head: dict[str, Any] = {
         "name": name,
         "registered_name": spec.registered_name,
@@ -41,10 +59,7 @@ def describe(store: ModelStore, name: str, detailed: bool = True) -> ModelInfo:
             FeatureInfo(name=f.name, type=f.type, min=f.min, max=f.max) for f in spec.features
         ],
         "classes": spec.target.classes,
-        "traffic": TrafficInfo(
-            challenger_version=challenger.version if challenger else None,
-            challenger_percent=percent,
-        ),
+        "traffic": traffic(core, name),
     }
     model = store.loaded(name)
     if model is None:
@@ -84,9 +99,7 @@ def _detailed(request: Request, core: Core) -> bool:
 )
 async def list_models(request: Request, core: CoreDep) -> list[ModelInfo]:
     detailed = _detailed(request, core)
-    return [
-        await run_in_threadpool(describe, core.store, name, detailed) for name in core.store.specs
-    ]
+    return [await run_in_threadpool(describe, core, name, detailed) for name in core.store.specs]
 
 
 @router.get(
@@ -96,7 +109,7 @@ async def list_models(request: Request, core: CoreDep) -> list[ModelInfo]:
     responses=errors(404),
 )
 async def get_model(model: str, request: Request, core: CoreDep) -> ModelInfo:
-    return await run_in_threadpool(describe, core.store, model, _detailed(request, core))
+    return await run_in_threadpool(describe, core, model, _detailed(request, core))
 
 
 @router.get(
@@ -164,3 +177,22 @@ async def rollback(model: str, lifecycle: LifecycleDep) -> ChampionChange:
 )
 async def set_traffic(model: str, body: TrafficIn, lifecycle: LifecycleDep) -> TrafficState:
     return await run_in_threadpool(lifecycle.set_traffic, model, body.challenger_percent)
+
+
+class ShadowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: float = Field(
+        ge=0, le=100, strict=True, examples=[100],
+        description="share of requests copied to the challenger as a shadow; 0 stops it",
+    )  # fmt: skip
+
+
+@router.post(
+    "/{model}/shadow",
+    dependencies=[Admin],
+    summary="Copy a share of requests to the challenger as a shadow (answers still come from "
+    "the champion), or stop (0)",
+    responses=errors(404, 409),
+)
+async def set_shadow(model: str, body: ShadowIn, lifecycle: LifecycleDep) -> TrafficState:
+    return await run_in_threadpool(lifecycle.set_shadow, model, body.percent)

@@ -1,13 +1,26 @@
 """Is the challenger worse than the champion on live feedback? One-sided tests, no scipy.
 
+A canary's two arms answer different requests: two independent samples.
 Classifiers: a two-proportion z-test on accuracy (each labelled prediction is right or
 wrong: a Bernoulli trial per arm, and with 100+ labels per arm the normal approximation of
 the difference holds). Regressors: Welch's t-test on absolute errors (the arms' error spreads
 differ, so no pooled variance; absolute errors are skewed, but their mean over 100+ labels is
-close to normal). Both ask one question: "is the challenger worse?", and a canary rolls back
-only when the answer is yes at the spec's confidence. The p-values match
-``scipy.stats`` (tests compare them); they are computed here because importing scipy.stats
-in a background thread stalls requests (see serving.monitoring.ks_pvalue).
+close to normal).
+
+A shadow predicts the same inputs as the champion: paired samples, where each input's
+difficulty cancels out, so far fewer labels tell the same difference.
+Classifiers: McNemar's exact test, on the discordant pairs only (one arm right, the other
+wrong): if the challenger were no worse, each would be its miss with probability at most a
+half, so the p-value is a binomial tail, exact at any count. Regressors: the paired t-test
+on the difference of absolute errors, per input. Its mean is the difference of the arms'
+MAE, the quantity the decision is about; the Wilcoxon signed-rank test asks whether the
+differences' median is zero, which on skewed errors can disagree with the MAE (the
+simulation in bench/shadow_simulation.py measures both).
+
+Every test asks one question: "is the challenger worse?", and a rollout rolls back only when
+the answer is yes at the spec's confidence. The p-values match ``scipy.stats`` (tests compare
+them); they are computed here because importing scipy.stats in a background thread stalls
+requests (see serving.monitoring.ks_pvalue).
 """
 
 from __future__ import annotations
@@ -32,19 +45,35 @@ class Comparison:
     statistic: float
     p_value: float
     test: str
+    # Paired tests: the discordant pairs (challenger wrong where the champion was right,
+    # and the reverse), or the mean difference of absolute errors.
+    discordant_worse: int | None = None
+    discordant_better: int | None = None
+    mean_difference: float | None = None
 
     def worse(self, confidence: float) -> bool:
         return self.p_value < 1.0 - confidence
 
     def sentence(self) -> str:
+        if self.discordant_worse is not None:
+            over = (
+                f"over {self.n_challenger} labelled pairs ({self.discordant_worse} where only "
+                f"the challenger erred, {self.discordant_better} where only the champion did)"
+            )
+        elif self.mean_difference is not None:
+            over = (
+                f"over {self.n_challenger} labelled pairs (absolute errors "
+                f"{self.mean_difference:+.4g} on average)"
+            )
+        else:
+            over = f"over {self.n_challenger} and {self.n_champion} labels"
         return (
             f"challenger {self.metric} {self.challenger:.4g} vs champion {self.champion:.4g} "
-            f"over {self.n_challenger} and {self.n_champion} labels, p={self.p_value:.3g} "
-            f"({self.test})"
+            f"{over}, p={self.p_value:.3g} ({self.test})"
         )
 
     def details(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def normal_sf(z: float) -> float:
@@ -141,4 +170,68 @@ def compare(
     return abs_error_test(
         np.array([float(p) - float(a) for p, a in challenger]),
         np.array([float(p) - float(a) for p, a in champion]),
+    )
+
+
+def mcnemar_test(challenger_right: list[bool], champion_right: list[bool]) -> Comparison:
+    """McNemar's exact test, one-sided, on paired right/wrong: is the challenger worse?
+
+    Of the ``n`` discordant pairs, ``worse`` are the challenger's misses; with no difference
+    each discordant pair is either's miss with probability 1/2, so the p-value is
+    P(X >= worse) for X ~ Binomial(n, 1/2) = I_{1/2}(worse, n - worse + 1)."""
+    worse = sum(1 for s, c in zip(challenger_right, champion_right) if c and not s)
+    better = sum(1 for s, c in zip(challenger_right, champion_right) if s and not c)
+    n = worse + better
+    p = 1.0 if worse == 0 else betainc(worse, n - worse + 1, 0.5)
+    pairs = len(challenger_right)
+    return Comparison(
+        ARM_METRIC["classification"],
+        sum(challenger_right) / pairs,
+        sum(champion_right) / pairs,
+        pairs,
+        pairs,
+        float(worse - better),
+        p,
+        "McNemar's exact test on discordant pairs, one-sided",
+        discordant_worse=worse,
+        discordant_better=better,
+    )
+
+
+def paired_t_test(challenger_errors: np.ndarray, champion_errors: np.ndarray) -> Comparison:
+    """The paired t-test, one-sided, on each input's difference of absolute errors: are the
+    challenger's larger on average?"""
+    a = np.abs(np.asarray(challenger_errors, float))
+    b = np.abs(np.asarray(champion_errors, float))
+    d = a - b
+    n = len(d)
+    mean, var = float(d.mean()), float(d.var(ddof=1)) / n
+    if var == 0.0:
+        t, p = 0.0, 1.0 if mean <= 0 else 0.0
+    else:
+        t = mean / math.sqrt(var)
+        p = t_sf(t, n - 1)
+    return Comparison(
+        ARM_METRIC["regression"],
+        float(a.mean()),
+        float(b.mean()),
+        n,
+        n,
+        t,
+        p,
+        "paired t-test on absolute errors, one-sided",
+        mean_difference=mean,
+    )
+
+
+def compare_paired(task: str, pairs: list[tuple[Any, Any, Any]]) -> Comparison | None:
+    """The task's paired test on (champion's prediction, challenger's, actual) triples;
+    None below two pairs."""
+    if len(pairs) < 2:
+        return None
+    if task == "classification":
+        return mcnemar_test([s == a for _, s, a in pairs], [c == a for c, _, a in pairs])
+    return paired_t_test(
+        np.array([float(s) - float(a) for _, s, a in pairs]),
+        np.array([float(c) - float(a) for c, _, a in pairs]),
     )
