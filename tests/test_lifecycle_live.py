@@ -318,7 +318,7 @@ def test_ten_percent_challenger_split(admin: LiveServer) -> None:
     r = admin.post("/models/iris/traffic", json={"challenger_percent": 10}, headers=AUTH)
     assert r.json() == {
         "model": "iris", "champion_version": champion,
-        "challenger_version": challenger, "challenger_percent": 10.0,
+        "challenger_version": challenger, "challenger_percent": 10.0, "shadow_percent": 0.0,
     }  # fmt: skip
     counts = Counter(served_version(admin) for _ in range(2000))
     assert set(counts) == {champion, challenger}
@@ -342,7 +342,10 @@ def test_ten_percent_challenger_split(admin: LiveServer) -> None:
     admin.post("/models/iris/traffic", json={"challenger_percent": 50}, headers=AUTH)
     admin.post("/models/iris/promote", json={"version": challenger}, headers=AUTH)
     info = admin.get("/models/iris").json()
-    assert info["traffic"] == {"challenger_version": None, "challenger_percent": 0.0}
+    assert info["traffic"] == {
+        "challenger_version": None, "challenger_percent": 0.0, "shadow_percent": 0.0,
+        "stage": None, "agreement": None,
+    }  # fmt: skip
     assert {served_version(admin) for _ in range(50)} == {challenger}
 
 
