@@ -6,7 +6,8 @@ alternating old and new in one script does. REV is checked out into a temporary 
 and served with its own source (PYTHONPATH) against this tree's registry (mlruns/, so
 `make train` first). Prints req/s and p99 at concurrency 1 and 8 per run. A base with a
 native forest kernel (setup.py) gets it built in its worktree, so housing compares like with
-like. `--batch N` times N-row housing batches instead (rows/s over 8 sequential calls).
+like. `--batch N` times N-row housing batches instead (rows/s over 8 sequential calls), and
+`--explain N` N-row housing explanations (rows/s over 4 calls).
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ from bench.run import (  # noqa: E402
 def measure(url: str, args: argparse.Namespace, batch: list[dict[str, float]]) -> str:
     """One server's figures: wrk at concurrency 1 and 8, or rows/s of ``batch``."""
     if batch:
-        rows = rows_per_second(f"{url}/predict/housing/batch", {"records": batch}, len(batch), 8)
-        return f"{len(batch):,}-row batches {rows:,.0f} rows/s"
+        route, calls = ("explain", 4) if args.explain else ("predict", 8)
+        rows = rows_per_second(
+            f"{url}/{route}/housing/batch", {"records": batch}, len(batch), calls
+        )
+        return f"{len(batch):,}-row {route} batches {rows:,.0f} rows/s"
     target, body = f"{url}/predict/{args.model}", BODIES[args.model]
     if args.protocol == "v2":
         target, body = f"{url}/v2/models/{args.model}/infer", peers.v2_body(BODIES[args.model])
@@ -58,8 +62,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="old/new pairs")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
     parser.add_argument("--batch", type=int, default=0, help="rows per housing batch instead")
+    parser.add_argument("--explain", type=int, default=0, help="rows per housing explanation")
     args = parser.parse_args()
-    batch = housing_records(args.batch) if args.batch else []
+    rows = args.explain or args.batch
+    batch = housing_records(rows) if rows else []
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "-f", "-q", str(base), args.base], check=True)

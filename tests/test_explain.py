@@ -19,8 +19,8 @@ import pytest
 
 from prediction_service.core import Core
 from prediction_service.errors import BatchTooLargeError, NotExplainableError
+from prediction_service.predictors import explainers
 from prediction_service.predictors.forest import Forest
-from prediction_service.predictors.portable import explainer_from_bundle
 from prediction_service.registry.store import PREDICTOR_FILE
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
@@ -72,14 +72,18 @@ def test_treeshap_is_lightgbms_own(kind: str, params: dict[str, int]) -> None:
 def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> None:
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv").head(50)
     X = core.predictions.codec("housing").matrix(frame[list(HOUSING_RECORD)].to_numpy(float))
-    p, c = core.predictions.explain("housing", X, "explain", "req-explain")
+    p, e, explainer = core.predictions.explain("housing", X, "explain", "req-explain")
+    assert (explainer.method, explainer.output) == ("tree_shap", "value")
+    c = e.values
     names = core.store.spec("housing").model_feature_names  # derived features included
     assert c.shape == (50, 1, len(names) + 1) and len(names) > len(HOUSING_RECORD)
     housing_error = np.abs(c.sum(axis=2)[:, 0] - np.array(p.values)).max()
 
     iris = pd.read_csv(ROOT / "data" / "iris_raw.csv")
     Xi = core.predictions.codec("iris").matrix(iris.iloc[:, :4].to_numpy(float))
-    q, ci = core.predictions.explain("iris", Xi, "explain")
+    q, ei, explainer = core.predictions.explain("iris", Xi, "explain")
+    assert (explainer.method, explainer.output) == ("linear", "log-odds")
+    ci = ei.values
     assert ci.shape == (150, 3, 5)
     assert q.probabilities is not None
     iris_error = np.abs(_softmax(ci.sum(axis=2)) - q.probabilities).max()
@@ -87,7 +91,7 @@ def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> 
     assert housing_error < 1e-6 and iris_error < 1e-9
     # Linear: coefficient times the scaled value, so a feature at its training mean adds 0.
     served = core.store.get("iris")
-    assert served.explain is not None and served.predictor_kind == "portable"
+    assert served.explainer is not None and served.predictor_kind == "portable"
 
     core.close()
     with sqlite3.connect(tmp_path / "predictions.db") as conn:
@@ -100,7 +104,7 @@ def test_contributions_add_up_to_each_prediction(core: Core, tmp_path: Path) -> 
 @pytest.mark.unit
 def test_a_version_without_an_exact_explainer_is_refused(core: Core) -> None:
     served = core.store.get("housing")
-    core.store.serve(dataclasses.replace(served, explain=None, unexplained="for this test"))
+    core.store.serve(dataclasses.replace(served, explainer=None, unexplained="for this test"))
     X = core.predictions.codec("housing").record(HOUSING_RECORD)
     with pytest.raises(NotExplainableError, match="cannot be explained: for this test") as info:
         core.predictions.explain("housing", X, "explain")
@@ -108,17 +112,28 @@ def test_a_version_without_an_exact_explainer_is_refused(core: Core) -> None:
 
 
 @pytest.mark.unit
-def test_a_bundle_from_before_explanations_says_so(core: Core) -> None:
-    """A forest stored without node counts (trained before explanations) is served, not
-    explained; a tampered check makes the explainer refuse itself."""
+def test_a_version_from_before_explanations_is_explained_at_load(core: Core) -> None:
+    """A forest stored without node counts, or whose stored check no longer holds, has no
+    TreeSHAP; the service explains it by exact Shapley values over background rows, drawn
+    from the spec's data file when the version stored none, rather than refusing it."""
     served = core.store.get("housing")
     bundle = dict(core.registry.load_run_arrays(served.info.run_id, PREDICTOR_FILE))
-    assert explainer_from_bundle(bundle)[0] is not None
+    assert explainers.from_bundle(bundle, "regression")[0] is not None
     old = {k: v for k, v in bundle.items() if k not in ("forest_count", "check_contributions")}
-    assert explainer_from_bundle(old) == (None, explainer_from_bundle(old)[1])
-    assert "retrain it to explain" in explainer_from_bundle(old)[1]
+    found, why = explainers.from_bundle(old, "regression")
+    assert found is None and "without node counts" in why
     tampered = {**bundle, "check_contributions": bundle["check_contributions"] * 1.01}
-    assert explainer_from_bundle(tampered)[0] is None
+    assert explainers.from_bundle(tampered, "regression")[0] is None
+
+    spec = core.store.spec("housing")
+    info = dataclasses.replace(served.info, run_id=None)  # no stored background either
+    explainer, why = core.store.explainer_for(spec, info, old, served.predict)
+    assert explainer is not None, why
+    assert (explainer.method, explainer.output) == ("exact_shapley", "value")
+    X = core.predictions.codec("housing").record(HOUSING_RECORD)
+    e = explainer.explain(X)
+    assert e.values.shape == (1, 1, len(HOUSING_RECORD) + 1)  # the request's own features
+    assert abs(e.values.sum() - served.predict(X)[0]) < 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +152,11 @@ def test_explain_over_http(server: LiveServer) -> None:
     assert set(HOUSING_RECORD) < set(body["contributions"])  # and the derived features
     total = body["base_value"] + sum(body["contributions"].values())
     assert abs(total - body["prediction"]) < 1e-6
+    assert (body["method"], body["output"]) == ("tree_shap", "value")
+    assert (
+        body["additivity_error"] <= body["tolerance"]
+        and abs(body["output_value"] - total) <= body["tolerance"]
+    )
     predicted = server.post("/predict/housing", json=HOUSING_RECORD).json()
     assert body["prediction"] == predicted["prediction"] and body["version"] == predicted["version"]
 
@@ -148,7 +168,8 @@ def test_explain_over_http(server: LiveServer) -> None:
     raw = np.array(
         [item["base_value"][k] + sum(item["contributions"][k].values()) for k in classes]
     )
-    assert np.abs(raw - np.array([item["raw_score"][k] for k in classes])).max() < 1e-9
+    assert np.abs(raw - np.array([item["output_value"][k] for k in classes])).max() < 1e-9
+    assert item["method"] == "linear" and item["additivity_error"] <= item["tolerance"]
     assert np.abs(_softmax(raw) - np.array(list(item["probabilities"].values()))).max() < 1e-9
 
     bad = server.post("/explain/iris", json={**IRIS_RECORD, "petal_width": "x"})
@@ -169,5 +190,5 @@ def test_an_explanation_longer_than_a_call_may_take_is_refused_up_front(core: Co
     rows = core.predictions.codec("housing").matrix([list(HOUSING_RECORD.values())] * 500)
     with pytest.raises(BatchTooLargeError, match=r"send at most (99|100|101) rows"):
         core.predictions.explain("housing", rows, "explain")
-    p, contributions = core.predictions.explain("housing", rows[:50], "explain")
-    assert len(p) == 50 and contributions.shape[0] == 50
+    p, e, _ = core.predictions.explain("housing", rows[:50], "explain")
+    assert len(p) == 50 and e.values.shape[0] == 50

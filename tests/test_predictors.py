@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from prediction_service import shortcuts
+from prediction_service.predictors import explainers
 from prediction_service.predictors.portable import (
     estimator_predict,
-    explainer_from_bundle,
     from_bundle,
     make_predictor,
     to_bundle,
@@ -35,10 +36,19 @@ y_bin = np.where(X[:, 2] > 0, "yes", "no")
         ("logistic_regression", {}, y_bin, "classification", "direct"),
         ("lightgbm_classifier", {"n_estimators": 30}, y_multi, "classification", "direct"),
         ("lightgbm_classifier", {"n_estimators": 30}, y_bin, "classification", "direct"),
-        ("random_forest_regressor", {"n_estimators": 5}, y_reg, "regression", "estimator"),
-        ("k_neighbors_classifier", {}, y_multi, "classification", "estimator"),
+        # Every estimator the catalog can train has a portable form.
+        ("random_forest_regressor", {"n_estimators": 5}, y_reg, "regression", "direct"),
+        ("random_forest_classifier", {"n_estimators": 5}, y_multi, "classification", "direct"),
+        ("random_forest_classifier", {"n_estimators": 5}, y_bin, "classification", "direct"),
+        ("hist_gradient_boosting_regressor", {"max_iter": 20}, y_reg, "regression", "direct"),
+        ("hist_gradient_boosting_classifier", {"max_iter": 20}, y_multi, "classification",
+         "direct"),
+        ("hist_gradient_boosting_classifier", {"max_iter": 20}, y_bin, "classification",
+         "direct"),
+        ("k_neighbors_classifier", {}, y_multi, "classification", "direct"),
+        ("k_neighbors_classifier", {"weights": "distance"}, y_bin, "classification", "direct"),
     ],
-)
+)  # fmt: skip
 def test_fast_path_matches_the_estimator(
     estimator: str, params: dict[str, Any], y: np.ndarray, task: str, kind: str
 ) -> None:
@@ -47,6 +57,23 @@ def test_fast_path_matches_the_estimator(
     assert got_kind == kind
     np.testing.assert_allclose(predict(X[200:]), estimator_predict(model, task)(X[200:]), rtol=1e-9)
     np.testing.assert_allclose(predict(X[200:201]), estimator_predict(model, task)(X[200:201]))
+    # Training rows too: a row's own point (distance 0), and thresholds met exactly.
+    np.testing.assert_allclose(predict(X[:50]), estimator_predict(model, task)(X[:50]), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "estimator", ["hist_gradient_boosting_regressor", "k_neighbors_classifier"]
+)
+def test_with_the_shortcuts_off_the_estimator_serves(estimator: str) -> None:
+    """Their portable form reads scikit-learn's internals (shortcuts.py): off, the estimator."""
+    y = y_reg if estimator.endswith("regressor") else y_multi
+    task = "regression" if estimator.endswith("regressor") else "classification"
+    model = build_estimator(estimator, {}, seed=0).fit(X[:200], y[:200])
+    shortcuts.configure(False)
+    try:
+        assert make_predictor(model, task, X[:10])[1] == "estimator"
+    finally:
+        shortcuts.configure(True)
 
 
 def test_a_wrong_fast_path_falls_back_to_the_estimator() -> None:
@@ -98,8 +125,11 @@ def test_a_bundle_that_does_not_reproduce_its_check_rows_is_refused() -> None:
     bundle = to_bundle(model, "regression", X[:20])
     assert bundle is not None
     assert from_bundle({**bundle, "coef": bundle["coef"] * 1.01}) is None
-    forest_model = build_estimator("random_forest_regressor", {"n_estimators": 3}, seed=0)
-    assert to_bundle(forest_model.fit(X, y_reg), "regression", X[:20]) is None
+    # A model outside the catalog has no portable form: it is served as it is.
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    other = GradientBoostingRegressor(n_estimators=3, random_state=0).fit(X, y_reg)
+    assert to_bundle(other, "regression", X[:20]) is None
 
 
 DERIVE = [[1.0, 0.5], [0.0, -1.0], [0.0, 0.0], [2.0, 0.0], [0.0, 0.0]]  # (features, derived)
@@ -127,6 +157,6 @@ def test_derived_features_are_served_and_explained_from_the_portable_form(
     assert loaded is not None
     want = estimator_predict(model, task)(X[200:])
     np.testing.assert_allclose(loaded[0](X[200:]), want, rtol=1e-9)
-    explain, why = explainer_from_bundle(bundle)
-    assert explain is not None, why
-    assert explain(X[200:]).shape[2] == 7 + 1  # 5 features, 2 derived, the base
+    explainer, why = explainers.from_bundle(bundle, task)
+    assert explainer is not None, why
+    assert explainer.explain(X[200:]).values.shape[2] == 7 + 1  # 5 features, 2 derived, base

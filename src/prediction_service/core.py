@@ -141,7 +141,7 @@ def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
     metrics = metrics or Metrics()
     engine = make_engine(settings.effective_database_url)
     registry = Registry(settings.effective_tracking_uri, settings.artifact_path)
-    store = ModelStore(specs, registry, metrics)
+    store = ModelStore(specs, registry, metrics, settings.home)
     lifecycle = ModelLifecycle(store, registry, TrafficStore(engine), EventStore(engine, metrics))
     prediction_log = PredictionLog(
         engine,

@@ -1,4 +1,5 @@
-"""LightGBM trees evaluated by a small native kernel (``_forest.c``), without branches.
+"""Tree ensembles evaluated by a small native kernel (``_forest.c``), without branches:
+LightGBM's forests, scikit-learn's random forests and its histogram gradient boosting.
 
 LightGBM's own predictor walks a tree with a branch per node; on this machine that costs
 129 ns per tree and row, mostly mispredicted branches. The kernel lays each tree out with
@@ -18,13 +19,15 @@ import ctypes
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from prediction_service.shortcuts import hist_gradient_boosting_trees
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,20 @@ def _pool() -> tuple[ThreadPoolExecutor, int]:
     return ThreadPoolExecutor(threads, thread_name_prefix="forest"), threads
 
 
+def _shared(n: int, part: Callable[[int, int], None], least: int) -> None:
+    """``part(lo, hi)`` over rows ``0..n``, split across the pool's threads from ``least``
+    rows on. The calling thread takes the first share; ctypes drops the GIL in the kernel."""
+    pool, threads = _pool()
+    if n < least or threads == 1:
+        part(0, n)
+        return
+    cuts = np.linspace(0, n, threads + 1).astype(int)
+    rest = [pool.submit(part, int(a), int(b)) for a, b in zip(cuts[1:-1], cuts[2:]) if b > a]
+    part(0, int(cuts[1]))
+    for f in rest:
+        f.result()
+
+
 def _transform(objective: str, n_outputs: int) -> Callable[[np.ndarray], np.ndarray] | None:
     """LightGBM's output transform for ``objective`` (as the model dump spells it)."""
     if not objective.split():
@@ -66,6 +83,8 @@ def _transform(objective: str, n_outputs: int) -> Callable[[np.ndarray], np.ndar
     if kind == "binary" and n_outputs == 1:
         sigmoid = float(opts.get("sigmoid", 1.0))
         return lambda raw: 1.0 / (1.0 + np.exp(-sigmoid * raw[:, 0]))
+    if kind == "average":  # a random forest: the leaves hold their share of the mean already
+        return (lambda raw: raw[:, 0]) if n_outputs == 1 else (lambda raw: raw)
     if kind == "multiclass" and n_outputs > 1:
 
         def softmax(raw: np.ndarray) -> np.ndarray:
@@ -74,6 +93,26 @@ def _transform(objective: str, n_outputs: int) -> Callable[[np.ndarray], np.ndar
 
         return softmax
     return None
+
+
+class TreeArrays(NamedTuple):
+    """One tree as node arrays, node 0 its root: a leaf has ``left`` < 0."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray  # x <= threshold goes left
+    value: np.ndarray  # the leaf value (for this tree's output)
+    cover: np.ndarray  # training rows (or their weight) that reached the node
+
+
+def constant_tree(value: float, count: float) -> TreeArrays:
+    """A tree that is one leaf: a model's starting score, summed first as the model does."""
+    one = np.zeros(1)
+    return TreeArrays(
+        np.array([-1]), np.array([-1]), np.zeros(1, dtype=int), one, np.array([value]),
+        np.array([count]),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -163,6 +202,109 @@ class Forest:
             count=np.array(count, dtype=np.float64),
         )
 
+    @classmethod
+    def from_trees(
+        cls, trees: Sequence[TreeArrays], n_features: int, n_outputs: int, objective: str
+    ) -> Forest | None:
+        """A forest of ``trees`` (output ``i % n_outputs`` for the i-th), summed in order."""
+        transform = _transform(objective, n_outputs)
+        if transform is None or _kernel() is None:
+            return None
+        feature: list[int] = []
+        threshold: list[float] = []
+        child: list[int] = []
+        value: list[float] = []
+        roots: list[int] = []
+        depth: list[int] = []
+        count: list[float] = []
+
+        def add_leaf() -> int:
+            i = len(feature)
+            feature.append(0)
+            threshold.append(np.inf)
+            child.append(i)
+            value.append(0.0)
+            count.append(0.0)
+            return i
+
+        for tree in trees:
+            left, right = tree.left.tolist(), tree.right.tolist()
+            roots.append(add_leaf())
+            deepest = 0
+            stack = [(0, roots[-1], 0)]
+            while stack:
+                node, i, level = stack.pop()
+                deepest = max(deepest, level)
+                count[i] = float(tree.cover[node])
+                if left[node] < 0:
+                    value[i] = float(tree.value[node])
+                    continue
+                first = add_leaf()
+                add_leaf()  # its right sibling, at first + 1
+                feature[i], threshold[i] = int(tree.feature[node]), float(tree.threshold[node])
+                child[i] = first
+                stack.append((left[node], first, level + 1))
+                stack.append((right[node], first + 1, level + 1))
+            depth.append(deepest)
+        return cls(
+            feature=np.array(feature, dtype=np.int32),
+            threshold=np.array(threshold, dtype=np.float64),
+            child=np.array(child, dtype=np.int32),
+            value=np.array(value, dtype=np.float64),
+            roots=np.array(roots, dtype=np.int32),
+            depth=np.array(depth, dtype=np.int32),
+            n_features=n_features,
+            n_outputs=n_outputs,
+            transform=transform,
+            objective=objective,
+            count=np.array(count, dtype=np.float64),
+        )
+
+    @classmethod
+    def from_random_forest(cls, final: Any) -> Forest | None:
+        """A scikit-learn random forest (its public ``tree_`` arrays): each leaf holds its
+        tree's share of the mean, per class for classifiers (the tree's class fractions).
+        scikit-learn compares in float32; the predictor rounds rows to it first."""
+        estimators = list(final.estimators_)
+        n = len(estimators)
+        classes = getattr(final, "classes_", None)
+        n_outputs = 1 if classes is None else len(classes)
+        if getattr(final, "n_outputs_", 1) != 1:
+            return None
+        trees = []
+        for estimator in estimators:
+            t = estimator.tree_
+            leaf_values = t.value[:, 0, :]
+            if classes is not None:
+                leaf_values = leaf_values / leaf_values.sum(axis=1, keepdims=True)
+            for k in range(n_outputs):
+                trees.append(
+                    TreeArrays(
+                        t.children_left, t.children_right, t.feature, t.threshold,
+                        leaf_values[:, k] / n, t.weighted_n_node_samples,
+                    )
+                )  # fmt: skip
+        return cls.from_trees(trees, int(final.n_features_in_), n_outputs, "average")
+
+    @classmethod
+    def from_hist_gradient_boosting(cls, final: Any) -> Forest | None:
+        """A scikit-learn HistGradientBoosting model: its baseline score (one constant tree
+        per output, first, as it sums), then its trees. Its trees compare float64 rows."""
+        found = hist_gradient_boosting_trees(final)
+        classes = getattr(final, "classes_", None)
+        if found is None or (classes is None and final.loss != "squared_error"):
+            return None
+        nodes, baseline = found
+        n_outputs = len(baseline)
+        objective = (
+            "regression" if classes is None else "binary sigmoid:1" if n_outputs == 1
+            else "multiclass"
+        )  # fmt: skip
+        cover = float(nodes[0]["cover"][0]) if nodes else 1.0
+        trees = [constant_tree(float(b), cover) for b in baseline]
+        trees += [TreeArrays(**n) for n in nodes]
+        return cls.from_trees(trees, int(final.n_features_in_), n_outputs, objective)
+
     _ARRAYS = ("feature", "threshold", "child", "value", "roots", "depth")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -208,21 +350,11 @@ class Forest:
             return out
 
         def part(lo: int, hi: int) -> None:
-            if hi > lo:
-                lib.forest_predict(
-                    *trees, X[lo:hi].ctypes.data, hi - lo, self.n_features, out[lo:hi].ctypes.data
-                )
+            lib.forest_predict(
+                *trees, X[lo:hi].ctypes.data, hi - lo, self.n_features, out[lo:hi].ctypes.data
+            )
 
-        pool, threads = _pool()
-        if n < _PARALLEL_ROWS or threads == 1:
-            part(0, n)
-            return out
-        cuts = np.linspace(0, n, threads + 1).astype(int)
-        # The calling thread takes the first share; ctypes drops the GIL inside the kernel.
-        rest = [pool.submit(part, int(a), int(b)) for a, b in zip(cuts[1:-1], cuts[2:])]
-        part(0, int(cuts[1]))
-        for f in rest:
-            f.result()
+        _shared(n, part, _PARALLEL_ROWS)
         return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -254,7 +386,12 @@ class Forest:
         if X.ndim != 2 or X.shape[1] != self.n_features or np.isnan(X).any():
             raise ValueError(f"expected finite rows of {self.n_features} features")
         out = np.zeros((X.shape[0], self.n_outputs, self.n_features + 1))
-        lib.forest_shap(*self._trees, self.count.ctypes.data, X.ctypes.data, X.shape[0],
-                        self.n_features, out.ctypes.data)  # fmt: skip
+        trees, count = self._trees, self.count.ctypes.data
+
+        def part(lo: int, hi: int) -> None:
+            lib.forest_shap(*trees, count, X[lo:hi].ctypes.data, hi - lo, self.n_features,
+                            out[lo:hi].ctypes.data)  # fmt: skip
+
+        _shared(len(X), part, 2)  # a row's TreeSHAP is milliseconds: two rows are worth sharing
         out[:, :, -1] = self.expected_value
         return out

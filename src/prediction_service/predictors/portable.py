@@ -21,20 +21,15 @@ from typing import Any
 import numpy as np
 
 from prediction_service.predictors.forest import Forest
+from prediction_service.shortcuts import nearest_neighbours_data
 
 log = logging.getLogger(__name__)
 
 # rows (n, features) float64 -> values (n,) for regressors, probabilities (n, classes) otherwise
 PredictFn = Callable[[np.ndarray], np.ndarray]
-# rows (n, features) -> (n, outputs, features + 1): each feature's contribution to each raw
-# output (the value for regressors, log-odds for classifiers), then the output's base value
-ExplainFn = Callable[[np.ndarray], np.ndarray]
 Arrays = Mapping[str, np.ndarray]
 
 _LINEAR_REGRESSORS = {"Ridge", "LinearRegression", "Lasso", "ElasticNet"}
-# Check rows an explainer must reproduce at load. TreeSHAP over the 600-tree housing forest
-# costs ~3.2 ms a row: all 128 check rows added 411 ms to every load, 16 add ~50 ms.
-EXPLAIN_CHECK_ROWS = 16
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -74,23 +69,73 @@ def to_arrays(model: Any, task: str) -> dict[str, np.ndarray] | None:
         arrays[f"scaler{i}_mean"] = np.asarray(step.mean_ if step.with_mean else np.zeros(n))
         arrays[f"scaler{i}_scale"] = np.asarray(step.scale_ if step.with_std else np.ones(n))
     kind = type(final).__name__
+    forest: Forest | None = None
     if hasattr(final, "booster_"):
         forest = Forest.from_lightgbm(final.booster_)
         if forest is None:
             return None
+    elif kind in ("RandomForestRegressor", "RandomForestClassifier"):
+        forest = Forest.from_random_forest(final)
+        arrays["round_float32"] = np.array(True)  # scikit-learn's trees compare float32
+    elif kind in ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier"):
+        forest = Forest.from_hist_gradient_boosting(final)
+    if forest is not None:
         arrays.update({f"forest_{k}": v for k, v in forest.to_arrays().items()})
         link = "forest"
+    elif kind == "KNeighborsClassifier":
+        data = nearest_neighbours_data(final)
+        if (
+            data is None
+            or final.effective_metric_ not in ("euclidean", "minkowski")
+            or (
+                final.effective_metric_ == "minkowski"
+                and final.effective_metric_params_.get("p") != 2
+            )
+        ):
+            return None
+        arrays["knn_X"], arrays["knn_y"] = data
+        arrays["knn_k"] = np.array(int(final.n_neighbors))
+        arrays["knn_weights"] = np.array(str(final.weights))
+        arrays["knn_classes"] = np.array(len(final.classes_))
+        link = "knn"
     elif task == "regression" and kind in _LINEAR_REGRESSORS and np.ndim(final.coef_) == 1:
         link = "identity"
     elif task == "classification" and kind == "LogisticRegression":
         link = "logistic" if len(final.classes_) == 2 else "softmax"
     else:
         return None
-    if link != "forest":
+    if link in ("identity", "logistic", "softmax"):
         arrays["coef"] = np.asarray(final.coef_, dtype=np.float64)
         arrays["intercept"] = np.asarray(final.intercept_, dtype=np.float64)
     arrays["link"] = np.array(link)
     return arrays
+
+
+def nearest_neighbours(arrays: Arrays) -> PredictFn:
+    """k-nearest-neighbours class probabilities, as scikit-learn's brute force computes
+    them: squared euclidean distances summed feature by feature, the k nearest (the lower
+    index first among equals), their votes (uniform, or by inverse distance)."""
+    train, labels = arrays["knn_X"], arrays["knn_y"]
+    k, weights = int(arrays["knn_k"]), str(arrays["knn_weights"])
+    n_classes = int(arrays["knn_classes"])
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        d2 = ((X[:, None, :] - train[None, :, :]) ** 2).sum(axis=2)
+        nearest = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        votes = np.zeros((len(X), n_classes))
+        rows = np.arange(len(X))[:, None]
+        if weights == "distance":
+            with np.errstate(divide="ignore"):
+                w = 1.0 / np.sqrt(d2[rows, nearest])
+            exact = np.isinf(w)
+            hit = exact.any(axis=1)
+            w[hit] = exact[hit]  # a training row itself: only its exact matches vote
+        else:
+            w = np.ones(nearest.shape)
+        np.add.at(votes, (np.repeat(rows, k, axis=1), labels[nearest]), w)
+        return votes / votes.sum(axis=1, keepdims=True)
+
+    return predict
 
 
 def from_arrays(arrays: Arrays) -> PredictFn | None:
@@ -98,7 +143,9 @@ def from_arrays(arrays: Arrays) -> PredictFn | None:
     scalers = _scalers(arrays)
     link = str(arrays["link"])
     core: PredictFn
-    if link == "forest":
+    if link == "knn":
+        core = nearest_neighbours(arrays)
+    elif link == "forest":
         forest = Forest.from_arrays({k[7:]: v for k, v in arrays.items() if k[:7] == "forest_"})
         if forest is None:
             return None
@@ -112,7 +159,7 @@ def from_arrays(arrays: Arrays) -> PredictFn | None:
             core = _both_classes(lambda X: 1.0 / (1.0 + np.exp(-(X @ coef[0] + intercept[0]))))
         else:
             core = lambda X: _softmax(X @ coef.T + intercept)  # noqa: E731
-    if not scalers and "derive_weights" not in arrays:
+    if not scalers and "derive_weights" not in arrays and "round_float32" not in arrays:
         return core
     return lambda X: core(_prepared(arrays, scalers, X))
 
@@ -188,6 +235,11 @@ def _scalers(arrays: Arrays) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def prepare_rows(arrays: Arrays, X: np.ndarray) -> np.ndarray:
+    """Request rows as the final estimator of ``arrays`` sees them."""
+    return _prepared(arrays, _scalers(arrays), X)
+
+
 def _prepared(
     arrays: Arrays, scalers: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray
 ) -> np.ndarray:
@@ -197,59 +249,6 @@ def _prepared(
         X = np.hstack([X, X @ weights])
     for mean, scale in scalers:
         X = (X - mean) / scale
+    if "round_float32" in arrays:
+        X = X.astype(np.float32).astype(np.float64)
     return X
-
-
-def explainer_from_bundle(bundle: Arrays) -> tuple[ExplainFn | None, str]:
-    """The exact explainer of a bundle's model, or None and the reason there is none.
-
-    A LightGBM forest: TreeSHAP over its node counts, which must equal LightGBM's own
-    ``pred_contrib`` on the check rows. A linear model behind a standard scaler: each
-    coefficient times the feature's scaled value, which is its distance from the training
-    mean in the model's scaled space (the scaler's mean is the training mean), with the
-    intercept as the base. Either way a row's contributions and base add up to its raw score.
-    """
-    link = str(bundle["link"])
-    scalers = _scalers(bundle)
-    explain: ExplainFn
-    raw: PredictFn  # scaled rows -> raw outputs, what the contributions must add up to
-    if link == "forest":
-        forest = Forest.from_arrays({k[7:]: v for k, v in bundle.items() if k[:7] == "forest_"})
-        if forest is None or forest.count is None or "check_contributions" not in bundle:
-            return None, "this version was trained before explanations: retrain it to explain"
-        raw = forest.raw
-        explain = lambda X: forest.contributions(_prepared(bundle, scalers, X))  # noqa: E731
-    else:
-        if not scalers:
-            return (
-                None,
-                "a linear model without a standard scaler has no training mean to explain from",
-            )
-        coef = np.atleast_2d(bundle["coef"])
-        intercept = np.atleast_1d(bundle["intercept"])
-
-        raw = lambda Z: np.asarray(Z @ coef.T + intercept)  # noqa: E731
-
-        def explain(X: np.ndarray) -> np.ndarray:
-            Z = _prepared(bundle, scalers, X)
-            out = np.empty((len(Z), len(coef), Z.shape[1] + 1))
-            out[:, :, :-1] = Z[:, None, :] * coef[None, :, :]
-            out[:, :, -1] = intercept
-            return out
-
-    rows = bundle["check_rows"][:EXPLAIN_CHECK_ROWS]
-    try:
-        got = explain(rows)
-        adds_up = np.allclose(
-            got.sum(axis=2), raw(_prepared(bundle, scalers, rows)), rtol=1e-9, atol=1e-9
-        )
-        if "check_contributions" in bundle:
-            adds_up = adds_up and np.allclose(
-                got, bundle["check_contributions"][: len(rows)], rtol=1e-9, atol=1e-9
-            )
-    except Exception:  # noqa: BLE001 - an explainer that fails its check is not offered
-        log.exception("explainer failed on the check rows")
-        adds_up = False
-    if not adds_up:
-        return None, "the explainer did not reproduce this version's check rows"
-    return explain, ""

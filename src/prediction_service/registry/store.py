@@ -25,6 +25,8 @@ REFERENCE_FILE = "reference/reference_stats.json"
 TEST_SPLIT_FILE = "reference/test_split.json"
 # The served predictor's portable form (predictors/portable.py: to_bundle / from_bundle).
 PREDICTOR_FILE = "serving/predictor.npz"
+# Training rows for model-agnostic explanations (predictors/explainers.py: background_rows).
+BACKGROUND_FILE = "serving/background.npz"
 # The training report (training/report.py): a Markdown page and its figures beside it.
 REPORT_FILE = "report/report.md"
 # Which labelled production rows a version trained on, and which it was scored on as recent.

@@ -13,22 +13,20 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prediction_service.data import load_dataset
 from prediction_service.domain import ReferenceStats
 from prediction_service.errors import ModelNotLoadedError, NotFoundError, UnknownModelError
 from prediction_service.metrics import Metrics
-from prediction_service.predictors.portable import (
-    ExplainFn,
-    PredictFn,
-    explainer_from_bundle,
-    from_bundle,
-    make_predictor,
-)
+from prediction_service.predictors import explainers
+from prediction_service.predictors.explainers import Explainer
+from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
 from prediction_service.registry import ModelVersionInfo, Registry
-from prediction_service.registry.store import PREDICTOR_FILE, REFERENCE_FILE
+from prediction_service.registry.store import BACKGROUND_FILE, PREDICTOR_FILE, REFERENCE_FILE
 from prediction_service.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -53,9 +51,9 @@ class ServedModel:
     loaded_at: float
     load_seconds: float
     reference: ReferenceStats | None = None  # training statistics for drift detection
-    explain: ExplainFn | None = None  # exact per-feature contributions (predictors/portable)
+    explainer: Explainer | None = None  # per-feature contributions (predictors/explainers)
     explain_row_s: float = 0.0  # what explaining one row took at load (a cost estimate)
-    unexplained: str = "this version has no portable predictor to explain"  # why explain is None
+    unexplained: str = "not loaded with an explainer"  # why explainer is None
 
     @property
     def name(self) -> str:
@@ -65,8 +63,15 @@ class ServedModel:
 class ModelStore:
     """Holds one ServedModel per spec. Reads never lock; a swap replaces the reference whole."""
 
-    def __init__(self, specs: dict[str, ModelSpec], registry: Registry, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        registry: Registry,
+        metrics: Metrics,
+        home: Path | None = None,  # where specs' data files are (versions without a background)
+    ) -> None:
         self.specs = specs
+        self.home = home
         self.registry = registry
         self.metrics = metrics
         self._models: dict[str, ServedModel] = {}
@@ -163,10 +168,8 @@ class ModelStore:
         info = self.registry.version_info(spec.registered_name, version)
         sample = warmup_rows(spec)
         bundle, loaded = self._from_bundle(info)
-        explain, unexplained = None, ServedModel.unexplained
         if bundle is not None and loaded is not None:
             (predict, classes), kind = loaded, "portable"
-            explain, unexplained = explainer_from_bundle(bundle)
         else:
             native: Any = self.registry.load_model(spec.registered_name, version)
             predict, kind = make_predictor(native, spec.task, sample)
@@ -174,10 +177,11 @@ class ModelStore:
                 tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
             )
         predict(sample[:1])  # warm: first call pays lazy initialisation
+        explainer, unexplained = self.explainer_for(spec, info, bundle if loaded else None, predict)
         explain_row_s = 0.0
-        if explain is not None:
+        if explainer is not None:
             timed = time.perf_counter()
-            explain(sample[:4])
+            explainer.explain(sample[:4])
             explain_row_s = (time.perf_counter() - timed) / 4
         reference = None
         if info.run_id:
@@ -196,10 +200,49 @@ class ModelStore:
             loaded_at=time.time(),
             load_seconds=time.perf_counter() - started,
             reference=reference,
-            explain=explain,
+            explainer=explainer,
             explain_row_s=explain_row_s,
             unexplained=unexplained,
         )
+
+    def explainer_for(
+        self, spec: ModelSpec, info: ModelVersionInfo, bundle: Any, predict: PredictFn
+    ) -> tuple[Explainer | None, str]:
+        """The exact explainer the portable form describes, else Shapley values of the
+        served predictor over the version's background rows (or, for a version trained
+        before they were stored, rows of the spec's data file)."""
+        why = ""
+        if bundle is not None:
+            found, why = explainers.from_bundle(bundle, spec.task)
+            if found is not None:
+                return found, ""
+        background = self._background(spec, info)
+        if background is None:
+            return None, "; ".join(
+                w for w in (why, "no background rows stored and no data file to draw them") if w
+            )
+        agnostic = explainers.model_agnostic(predict, spec.task, background)
+        return explainers.checked(agnostic, warmup_rows(spec, 4))
+
+    def _background(self, spec: ModelSpec, info: ModelVersionInfo) -> np.ndarray | None:
+        if info.run_id:
+            try:
+                stored = self.registry.load_run_arrays(info.run_id, BACKGROUND_FILE)
+                if stored is not None:
+                    return stored["rows"]
+            except Exception as exc:  # noqa: BLE001 - the data file may still serve
+                log.warning(
+                    "%s version %s: background unreadable: %s", spec.name, info.version, exc
+                )
+        if self.home is None:
+            return None
+        try:
+            frame = load_dataset(spec, spec.data_file(self.home)).X[spec.feature_names]
+        except Exception as exc:  # noqa: BLE001 - no background: explanations are refused
+            log.warning("%s: no background rows for explanations: %s", spec.name, exc)
+            return None
+        log.info("%s version %s: background drawn from %s", spec.name, info.version, spec.data.path)
+        return explainers.background_rows(frame.to_numpy(dtype=np.float64))
 
     def _from_bundle(
         self, info: ModelVersionInfo

@@ -18,6 +18,8 @@ import numpy as np
 
 from prediction_service.errors import BatchTooLargeError, NotExplainableError, OverloadedError
 from prediction_service.metrics import Metrics
+from prediction_service.predictors.explainers import Explainer, additivity_error, tolerance
+from prediction_service.predictors.shapley import Explanation
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.serving.shadow import ShadowRunner
@@ -194,12 +196,14 @@ class PredictionService:
 
     def explain(
         self, name: str, X: np.ndarray, protocol: str, request_id: str | None = None
-    ) -> tuple[Prediction, np.ndarray]:
-        """The champion's prediction of the rows of ``X`` and their exact contributions,
-        ``(rows, outputs, features + 1)`` (see ``predictors.portable.ExplainFn``). Logged and
-        counted like any prediction, under ``protocol``; no A/B split."""
+    ) -> tuple[Prediction, Explanation, Explainer]:
+        """The champion's prediction of the rows of ``X``, their explanation, and the
+        explainer that made it (its method and output). Logged and counted like any
+        prediction, under ``protocol``; no A/B split. An explanation that does not add up
+        to the model's output within its tolerance is an error, never an answer."""
         model = self.store.get(name)
-        if model.explain is None:  # counted by the endpoint that answers it, as every refusal
+        explainer = model.explainer
+        if explainer is None:  # counted by the endpoint that answers it, as every refusal
             raise NotExplainableError(
                 f"{name} version {model.version} cannot be explained: {model.unexplained}"
             )
@@ -210,8 +214,15 @@ class PredictionService:
                 f"{len(X) * model.explain_row_s:.0f} s, longer than one call may "
                 f"({self.work_limit_s:g} s, half the shutdown grace): send at most {most} rows"
             )
-        contributions = model.explain(X)
-        return self.predict(name, X, protocol, request_id, model.version), contributions
+        explanation = explainer.explain(X)
+        worst = float((additivity_error(explanation) / tolerance(explanation.output)).max())
+        if worst > 1:
+            raise RuntimeError(
+                f"{name} version {model.version}: the {explainer.method} explanation is off "
+                f"by {worst:.3g} times its tolerance"
+            )
+        p = self.predict(name, X, protocol, request_id, model.version)
+        return p, explanation, explainer
 
     def requests(self, name: str, version: str) -> tuple[int, int]:
         """The requests ``version`` answered and failed in this process."""

@@ -16,9 +16,11 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from prediction_service.data import load_dataset
 from prediction_service.domain import TrainingOutcome
-from prediction_service.predictors.portable import explainer_from_bundle, to_bundle
+from prediction_service.predictors import explainers
+from prediction_service.predictors.portable import estimator_predict, to_bundle
 from prediction_service.registry import Registry, TrainingRecorder
 from prediction_service.registry.store import (
+    BACKGROUND_FILE,
     CHALLENGER,
     FEEDBACK_LINEAGE_FILE,
     PREDICTOR_FILE,
@@ -267,6 +269,9 @@ def run_training(
             rec.log_arrays(bundle, PREDICTOR_FILE)
         else:
             progress(f"[{spec.name}] {best.name} has no portable predictor; serving unpickles it")
+        # Training rows that model-agnostic explanations integrate over (predictors/explainers).
+        background = explainers.background_rows(X_train, seed)
+        rec.log_arrays({"rows": background}, BACKGROUND_FILE)
         tags = {
             "model_name": spec.name,
             "git_commit": _git_commit(),
@@ -323,7 +328,13 @@ def run_training(
         registry.set_version_tags(spec.registered_name, version, gate_tags)
         rec.set_tags({"gate_decision": gate_tags["gate_decision"], "registered_version": version})
         progress(f"[{spec.name}] drawing the training report")
-        explain = explainer_from_bundle(bundle)[0] if bundle is not None else None
+        explainer = explainers.from_bundle(bundle, spec.task)[0] if bundle is not None else None
+        if explainer is None:
+            predict = estimator_predict(model, spec.task)
+            explainer = explainers.model_agnostic(predict, spec.task, background)
+        explain = None  # the report plots exact values over the columns the estimator sees
+        if explainer.exact and explainer.n_features == len(spec.model_feature_names):
+            explain = lambda X: explainer.explain(X).values  # noqa: E731
         compared = (
             (champion_before, champion_metrics) if champion_before and champion_metrics else None
         )
