@@ -47,7 +47,15 @@ def wait_for_http(
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, log_path: Path, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        workers: int = 1,
+        args: tuple[str, ...] = ("--log-level", "warning"),
+        **env: str,
+    ) -> None:
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -62,7 +70,7 @@ class LiveServer:
         """Start the process and return at once (``wait_ready`` waits for it)."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "run_api.py", "--port", str(self.port), "--log-level", "warning"]
+            [sys.executable, "run_api.py", "--port", str(self.port), *self.args]
             + ["--workers", str(self.workers)],
             cwd=ROOT,
             env=self.env,

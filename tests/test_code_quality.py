@@ -23,7 +23,8 @@ PACKAGE = ROOT / "src" / "prediction_service"
 # layer above, nor another package of its own layer (serving and training are separate
 # halves of the core; access sits beside them).
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "catalog", "domain", "shortcuts"},
+    {"__init__", "errors", "catalog", "domain", "shortcuts", "tracing"},
+    {"logs"},
     {"specs", "metrics"},
     {"data", "predictors", "registry", "storage"},
     {"settings"},

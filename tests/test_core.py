@@ -60,7 +60,7 @@ def test_metrics_count_each_protocol_once(core: Core) -> None:
     X = core.predictions.codec("iris").matrix([list(IRIS_RECORD.values())] * 3)
     for protocol in ("native", "v2", "v2_grpc", "mlflow"):
         core.predictions.predict("iris", X, protocol)
-    text = core.metrics.exposition().decode()
+    text = core.metrics.exposition()[0].decode()
     for protocol in ("native", "v2", "v2_grpc", "mlflow"):
         assert f'predictions_total{{model="iris",protocol="{protocol}",version="1"}} 3.0' in text
 

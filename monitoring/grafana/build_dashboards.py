@@ -80,10 +80,13 @@ class Board:
                     if kind == "stat"
                     else {"legend": {"displayMode": "table", "placement": "bottom"}}
                 ),
+                # Latency histograms carry trace ids as exemplars (with tracing on): shown
+                # as points that link to the trace (the datasource's exemplar link).
                 "targets": [
-                    {"refId": chr(65 + i), "datasource": DATASOURCE, "expr": e, "legendFormat": lg}
+                    {"refId": chr(65 + i), "datasource": DATASOURCE, "expr": e, "legendFormat": lg,
+                     "exemplar": "_bucket" in e}
                     for i, (e, lg) in enumerate(targets)
-                ],
+                ],  # fmt: skip
             }
         )
         self._x += width

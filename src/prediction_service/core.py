@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from prediction_service import shortcuts
+from prediction_service import logs, shortcuts, tracing
 from prediction_service.access import AccessControl
 from prediction_service.access import summary as access_summary
 from prediction_service.metrics import Metrics
@@ -108,6 +108,7 @@ class Core:
         self.prediction_log.close()
         self.engine.dispose()
         self.metrics.close()
+        tracing.shutdown()  # after the log: the writer's last spans are exported too
 
     def database_reachable(self) -> bool:
         return reachable(self.engine)
@@ -137,6 +138,8 @@ class Core:
 def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
     """Assemble the core for ``settings``; nothing runs until ``start()``."""
     shortcuts.configure(settings.shortcuts, settings.max_header_bytes, settings.header_timeout_s)
+    logs.json_lines = settings.log_format == "json"
+    tracing.configure()
     specs = load_specs(settings.specs_path)
     metrics = metrics or Metrics()
     engine = make_engine(settings.effective_database_url)

@@ -260,3 +260,6 @@ class LoggedPrediction(Value):
         description="a shadow's: the answer it pairs with (whose features and request id it "
         "shares; its own are empty)",
     )
+    trace_id: str | None = Field(
+        default=None, description="the request's OpenTelemetry trace id, when tracing is on"
+    )

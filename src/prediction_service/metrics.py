@@ -18,9 +18,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 
 # Sub-millisecond to multi-second: single-row predictions take ~0.1 ms, batches seconds.
 LATENCY_BUCKETS = (
@@ -369,13 +369,16 @@ class Metrics:
         times = self._process.cpu_times()
         self.cpu.set(times.user + times.system)
 
-    def exposition(self) -> bytes:
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The metrics and their content type: OpenMetrics (which carries exemplars) when
+        ``accept`` asks for it, as Prometheus does with exemplar storage on; else text."""
         self.sample_process()
+        encode, content_type = choose_encoder(accept or "")
         if self.multiprocess:
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+            return encode(merged), content_type
+        return encode(self.registry), content_type
 
     def close(self) -> None:
         """A worker leaving: its live* gauges stop counting."""

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="refuse predictions (503) while the prediction log cannot be written, "
         "instead of answering them unlogged (and counted as lost)",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="the service's own log lines (and uvicorn's, and training's): text for a "
+        "terminal, or json, one object per line with request and trace ids",
+    )
     log_batch_size: int = Field(default=prediction_log.DEFAULT_BATCH_ROWS, ge=1)
     log_flush_interval_s: float = Field(default=prediction_log.DEFAULT_FLUSH_INTERVAL_S, gt=0)
     reload_interval_s: float = Field(default=30.0, gt=0)

@@ -173,6 +173,10 @@ class OneWriteTransport:
         return getattr(self._transport, name)
 
 
+# How long a refused connection's remaining bytes are read and dropped before it is closed.
+LINGER_S = 2.0
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a ``OneWriteTransport``, with a bound on the size
     of a request's headers and on the time a client takes to send them.
@@ -189,6 +193,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport, self.loop))  # type: ignore[arg-type]
         self._header_bytes = 0
+        self._lingering = False
         # When the headers being read began (a new connection must start at once); None
         # between the end of a request's headers and the start of the next request.
         self._headers_since: float | None = self.loop.time()
@@ -197,6 +202,8 @@ class HttpProtocol(HttpToolsProtocol):
             self.loop.call_later(1.0, _sweep, self.loop, self.connections)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request: read and dropped, never parsed
         super().data_received(data)
         # Headers still incomplete after this read (slow, or endless): what they hold so far
         # is bounded. (Headers complete within one read are one read: at most 256 KB.)
@@ -229,7 +236,16 @@ class HttpProtocol(HttpToolsProtocol):
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
-        self.transport.close()
+        # A lingering close: closing with the client's bytes unread would send a reset,
+        # which can destroy the answer before the client reads it. Half-close instead, drop
+        # what still arrives, and close for good after LINGER_S.
+        self._lingering = True
+        try:
+            self.transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            self.transport.close()
+            return
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prediction_service import tracing
 from prediction_service.access import AccessControl, AuthError
 from prediction_service.errors import (
     BatchTooLargeError,
@@ -301,6 +303,10 @@ class EndpointRouter:
         await self.app(scope, replay, self._allow(scope, send))
 
     def answer(self, target: Target, call: Call) -> Reply:
+        if tracing.enabled:
+            trace = tracing.current()
+            if trace is not None:
+                trace.handler = time.time_ns()
         try:
             return target.endpoint.handle(self.service, call)
         except ServiceError as exc:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
+from prediction_service import tracing
 from prediction_service.access import AuthError
 from prediction_service.api.endpoints import INLINE_BODY
 from prediction_service.core import Core
@@ -73,13 +75,33 @@ class EndpointHandler(grpc.GenericRpcHandler):
 
         async def behaviour(body: bytes, context: Any) -> bytes:
             call = Call({}, body, headers=_metadata(context))
+            if not tracing.enabled:
+                return await answer(call, context)
+            trace = tracing.start(
+                endpoint.path.lstrip("/"), call.headers,
+                {"rpc.system": "grpc", "rpc.method": endpoint.path},
+            )  # fmt: skip
+            await context.send_initial_metadata([("traceparent", trace.traceparent())])
+            error = None
+            try:
+                trace.handler = time.time_ns()
+                return await answer(call, context)
+            except BaseException as exc:
+                error = f"{type(exc).__name__}: {context.code() or exc}"
+                raise
+            finally:
+                code = context.code()
+                trace.set(**{"rpc.grpc.status_code": code.value[0] if code else 0})
+                tracing.finish(trace, error)
+
+        async def answer(call: Call, context: Any) -> bytes:
             try:
                 if sum(name == b"authorization" for name, _ in call.headers) > 1:
                     raise AuthError("send one authorization entry, not several", 400)
                 if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
                     client = peer_address(context.peer() or "")
                     core.access.check(endpoint.scope, call.header(b"authorization"), client)
-                if len(body) <= INLINE_BODY and endpoint.inline:
+                if len(call.body) <= INLINE_BODY and endpoint.inline:
                     return endpoint.handle(core.predictions, call).body
                 reply = await asyncio.to_thread(endpoint.handle, core.predictions, call)
                 return reply.body

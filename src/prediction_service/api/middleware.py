@@ -5,6 +5,10 @@ gets a checked or new request id, security headers on its response, and its metr
 is refused with 422 before any work is done, and a request without one gets a new id; either
 way it is echoed on the response, stored with the prediction log rows, and used to keep a
 client on one side of an A/B split.
+
+With tracing on (``tracing.py``), every request is a server span continuing the caller's
+``traceparent``, answered with the ``traceparent`` of that span; its latency observation
+carries the trace id as an exemplar when the span is sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prediction_service import logs, tracing
 from prediction_service.errors import InvalidInputError
 from prediction_service.metrics import Metrics
 from prediction_service.protocols.base import JSON_CONTENT, Protocol, request_id_problem
@@ -68,6 +73,15 @@ class HTTPMiddleware:
             _DOCS_CSP if path.startswith(_DOCS) else _API_CSP,
         ]
         status = 500
+        trace = None
+        if tracing.enabled and path not in UNCOUNTED:  # probes and scrapes are not traffic
+            trace = tracing.start(
+                scope["method"], scope["headers"],
+                {"http.request.method": scope["method"], "url.path": path},
+            )  # fmt: skip
+            extra.append((b"traceparent", trace.traceparent().encode()))
+        if logs.json_lines:
+            logs.request_id.set(request_id)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -87,6 +101,11 @@ class HTTPMiddleware:
             in_flight.dec()
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
+            if trace is not None:
+                if trace.sampled:
+                    trace.span.update_name(f"{scope['method']} {label}")
+                    trace.set(**{"http.route": label, "http.response.status_code": status})
+                tracing.finish(trace, error=None if status < 500 else f"HTTP {status}")
             if label not in UNCOUNTED:
                 key = (label, scope["method"], str(status))
                 children = self._children.get(key)
@@ -97,7 +116,10 @@ class HTTPMiddleware:
                     )
                     self._children[key] = children
                 children[0].inc()
-                observe_one(children[1], time.perf_counter() - started)
+                if trace is not None and trace.sampled:
+                    children[1].observe(time.perf_counter() - started, {"trace_id": trace.trace_id})
+                else:
+                    observe_one(children[1], time.perf_counter() - started)
 
 
 async def _refuse(protocol: Protocol, problem: str, send: Send) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
-from prediction_service import shortcuts
+from prediction_service import logs, shortcuts
 from prediction_service.settings import Settings
 
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None, prog: str = "run_api.py") -> int:
         access_log=args.access_log,
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
         loop="uvloop",
+        log_config=logs.config(settings.log_format, args.log_level),
         http=shortcuts.http_protocol(),
         limit_concurrency=settings.max_connections,
     )

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from prediction_service import logs, tracing
 from prediction_service.domain import TrainingOutcome
 from prediction_service.errors import NotFoundError, ServiceError
 from prediction_service.settings import Settings
@@ -79,24 +80,33 @@ def build_parser(model: str | None, prog: str | None = None) -> argparse.Argumen
 
 def main(argv: list[str] | None = None, model: str | None = None, prog: str | None = None) -> int:
     args = build_parser(model, prog).parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, object] = {}
     if args.tracking_uri:
         overrides["tracking_uri"] = args.tracking_uri
     if args.specs_dir:
         overrides["specs_dir"] = args.specs_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    logs.setup(settings.log_format, "WARNING")
+    tracing.configure()  # a retrain job continues its starter's trace (TRACEPARENT)
+    progress_log = logging.getLogger("prediction_service.train")
+    progress_log.setLevel(logging.INFO)  # the rest of the libraries stay at warnings
 
     def progress(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        if logs.json_lines:  # one JSON line, as every other line of the job
+            progress_log.info(msg, extra={"job_id": args.job_id})
+        else:
+            print(msg, file=sys.stderr, flush=True)
 
     jobs = job_store(settings) if args.job_id else None
     try:
-        code, outcomes, error = _train(args, model, settings, progress)
+        with tracing.span("train", {"retrain.job_id": args.job_id or ""}):
+            code, outcomes, error = _train(args, model, settings, progress)
     except BaseException as exc:  # recorded on the job, then raised as it was
         if jobs:
             jobs.record_outcome(args.job_id, None, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        tracing.shutdown()
     if args.json_result:
         args.json_result.write_text(json.dumps([o.model_dump() for o in outcomes], indent=2))
     if jobs:

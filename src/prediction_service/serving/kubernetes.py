@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from prediction_service import tracing
 from prediction_service.errors import ServiceError
 from prediction_service.settings import Settings
 
@@ -85,7 +86,10 @@ class KubernetesLauncher:
         pod = spec["spec"]["template"]
         pod.setdefault("metadata", {})
         pod["metadata"]["labels"] = {**(pod["metadata"].get("labels") or {}), JOB_ID_LABEL: job_id}
-        pod["spec"]["containers"][0]["args"] = args
+        container = pod["spec"]["containers"][0]
+        container["args"] = args
+        env = [e for e in container.get("env") or [] if e.get("name") != "TRACEPARENT"]
+        container["env"] = env + [{"name": k, "value": v} for k, v in tracing.child_env().items()]
         model = args[1] if len(args) > 1 else ""
         return {
             "apiVersion": "batch/v1",

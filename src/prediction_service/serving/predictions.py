@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from prediction_service import tracing
 from prediction_service.errors import BatchTooLargeError, NotExplainableError, OverloadedError
 from prediction_service.metrics import Metrics
 from prediction_service.predictors.explainers import Explainer, additivity_error, tolerance
@@ -132,6 +133,9 @@ class PredictionService:
                 5,
             )
         model = store.choose(name, request_id) if version is None else store.served(name, version)
+        trace = tracing.current() if tracing.enabled else None
+        if trace is not None and not trace.predicted:
+            trace.predicted = time.time_ns()
         started = time.perf_counter()
         try:
             out = model.predict(X)
@@ -140,6 +144,8 @@ class PredictionService:
             self._instruments_for(model).failed += 1
             raise
         elapsed = time.perf_counter() - started
+        if trace is not None:
+            trace.model_done = time.time_ns()
         n = len(X)
         inst = self._instruments_for(model)
         inst.answered += 1
@@ -149,7 +155,12 @@ class PredictionService:
                 name, model.version, protocol
             )
         counter.inc(n)
-        observe_one(inst.latency["single" if n == 1 else "batch"], elapsed)
+        if trace is not None:  # the trace id as an exemplar
+            inst.latency["single" if n == 1 else "batch"].observe(
+                elapsed, {"trace_id": trace.trace_id}
+            )
+        else:
+            observe_one(inst.latency["single" if n == 1 else "batch"], elapsed)
         ids = self.ids.take(n)
         classes, rows = model.classes, out.tolist()
         best = None if classes is None else self._best(out, rows)
@@ -172,13 +183,24 @@ class PredictionService:
                 probabilities=None if best is None else out,
                 classes=classes,
                 protocol=protocol,
+                # A sampled trace's id (tracing.current): one that a tracing backend holds.
+                trace_id=None if trace is None else trace.trace_id,
+                span=None if trace is None else trace.context,
             )
         )
+        if trace is not None:
+            trace.logged = time.time_ns()
+            trace.set(**{
+                "model.name": name, "model.version": model.version, "model.rows": n,
+                "model.arm": "champion" if store.loaded(name) is model else "challenger",
+            })  # fmt: skip
         shadow = store.shadows.get(name) if version is None else None
         if shadow is not None and shadow[0] is not model:
             # A copy for the challenger as a shadow, predicted off this answer's path.
             if shadow[1] >= 100.0 or random.random() * 100.0 < shadow[1]:  # nosec B311
                 self.shadows.offer(shadow[0], X, ids, protocol)
+        if trace is not None:
+            trace.returned = time.time_ns()
         if classes is None or best is None:
             return Prediction(
                 name, model.spec.registered_name, model.version, ids, rows, latency_ms
@@ -214,6 +236,9 @@ class PredictionService:
                 f"{len(X) * model.explain_row_s:.0f} s, longer than one call may "
                 f"({self.work_limit_s:g} s, half the shutdown grace): send at most {most} rows"
             )
+        trace = tracing.current() if tracing.enabled else None
+        if trace is not None:  # the explanation is the predict span's work
+            trace.predicted = time.time_ns()
         explanation = explainer.explain(X)
         worst = float((additivity_error(explanation) / tolerance(explanation.output)).max())
         if worst > 1:

@@ -8,6 +8,7 @@ the runner's thread sets the job's status when the process ends.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from prediction_service import tracing
 from prediction_service.domain import RetrainJob
 from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
@@ -70,7 +72,7 @@ class ProcessLauncher:
                 [sys.executable, "-m", "prediction_service", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.settings.child_env()},
+                env={**os.environ, **self.settings.child_env(), **tracing.child_env()},
                 cwd=self.settings.home,
             )
 
@@ -90,6 +92,16 @@ class ProcessLauncher:
         for proc in list(self._procs.values()):
             if proc.poll() is None:
                 proc.terminate()
+
+
+def _message(line: str) -> str:
+    """A job's output line as text: a JSON log line (PREDICT_LOG_FORMAT=json) by its message."""
+    if line.startswith("{"):
+        try:
+            return str(json.loads(line).get("message", line))
+        except (ValueError, AttributeError):
+            return line
+    return line
 
 
 # A worker renews its jobs' heartbeat this often; three missed beats mean it is gone.
@@ -235,7 +247,7 @@ class RetrainRunner:
                 args += ["--candidates", ",".join(candidates)]
             if data:
                 args += ["--data", str(data)]
-            self._watch(job_id, model, args)
+            self._watch(job_id, model, args, tracing.traceparent())
         return job
 
     def get(self, job_id: str) -> RetrainJob:
@@ -244,7 +256,7 @@ class RetrainRunner:
             raise NotFoundError(f"no retrain job {job_id!r}")
         log_file = self.log_path(job_id)
         if log_file.exists():
-            lines = log_file.read_text(errors="replace").splitlines()
+            lines = [_message(ln) for ln in log_file.read_text(errors="replace").splitlines()]
             # Where a running job is; a finished one says how it ended in its status.
             progress = next((ln for ln in reversed(lines) if ln.startswith("[")), None)
             tail = lines[-20:] if job.status == "failed" else None
@@ -255,16 +267,26 @@ class RetrainRunner:
             return job.model_copy(update={"progress": self.launcher.progress(job_id)})
         return job
 
-    def _watch(self, job_id: str, model: str, args: list[str] | None) -> None:
+    def _watch(
+        self, job_id: str, model: str, args: list[str] | None, parent: str | None = None
+    ) -> None:
         """A thread that launches the job (unless ``args`` is None: it runs already) and
-        waits for it to end."""
+        waits for it to end, in a span continuing ``parent`` (the starting request's trace)."""
         thread = threading.Thread(
-            target=self._run, args=(job_id, model, args), name=f"retrain-{model}", daemon=True
-        )
+            target=self._run, args=(job_id, model, args, parent), name=f"retrain-{model}",
+            daemon=True,
+        )  # fmt: skip
         self._threads[model] = thread
         thread.start()
 
-    def _run(self, job_id: str, model: str, args: list[str] | None) -> None:
+    def _run(
+        self, job_id: str, model: str, args: list[str] | None, parent: str | None = None
+    ) -> None:
+        attributes = {"model.name": model, "retrain.job_id": job_id}
+        with tracing.span("retrain", attributes, parent=parent):
+            self._run_traced(job_id, model, args)
+
+    def _run_traced(self, job_id: str, model: str, args: list[str] | None) -> None:
         started = time.monotonic()
         self.metrics.retrain_in_progress.labels(model).set(1)
         error: str | None = None

@@ -81,10 +81,13 @@ class PredictionRecord(Base):
     # row ``pair_id`` on the same input; None for the answers clients got.
     arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
     pair_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The request's OpenTelemetry trace (32 hex digits), when tracing is on.
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (
         Index("ix_predictions_model_seq", "model", "seq"),
         Index("ix_predictions_pair_id", "pair_id"),
+        Index("ix_predictions_trace_id", "trace_id"),
     )
 
 

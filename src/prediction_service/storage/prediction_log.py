@@ -29,6 +29,7 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
+from prediction_service import tracing
 from prediction_service.domain import LoggedPrediction, LogStatus
 from prediction_service.metrics import Metrics
 from prediction_service.storage.db import PredictionRecord, migrate, sqlite_file, utc_iso
@@ -43,15 +44,18 @@ DEFAULT_FULL_WAIT_S = 5.0
 # Waits between attempts while the database is failing (locked, read-only, restarting):
 # about 3.5 s in all, longer than a PostgreSQL restart here takes.
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
-# 256 rows x 13 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
+# 256 rows x 14 columns: under SQLite's bound-parameter limit (32,766) and PostgreSQL's.
 _MAX_ROWS_PER_INSERT = 256
 # The placeholder of each DB-API paramstyle whose parameters are a sequence.
 _POSITIONAL_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+# Links a writer's insert span keeps (a batch may carry thousands of requests).
+MAX_LINKS = 128
 _STOP = object()
 _FLUSH = object()
 _INSERT_COLUMNS = (
     "id", "created_at", "model", "version", "features", "prediction",
     "probabilities", "latency_ms", "request_id", "status", "protocol", "arm", "pair_id",
+    "trace_id",
 )  # fmt: skip
 
 
@@ -85,6 +89,8 @@ class LogBatch(NamedTuple):
     protocol: str = "native"
     arm: str | None = None  # "shadow" for a shadow's rows
     pair_ids: Sequence[str] | None = None  # per row: the champion row it pairs with
+    trace_id: str | None = None  # the request's trace (32 hex digits), when tracing
+    span: Any = None  # the request's sampled span context: the writer's span links to it
 
     @property
     def size(self) -> int:
@@ -206,7 +212,7 @@ class PredictionLog:
                     batch.ids[0], created, batch.model, batch.version,
                     dumps(dict(zip(names, features[0]))).decode(), dumps(value).decode(), probs,
                     batch.latency_ms, batch.request_id, batch.status, batch.protocol, batch.arm,
-                    batch.pair_ids[0] if batch.pair_ids else None,
+                    batch.pair_ids[0] if batch.pair_ids else None, batch.trace_id,
                 )
             ]  # fmt: skip
         head = (created, batch.model, batch.version)
@@ -222,7 +228,7 @@ class PredictionLog:
                 dumps(dict(zip(classes, p))).decode() for p in probabilities.tolist()
             ]
         return [
-            (i, *head, f, p, q, *tail, pair)
+            (i, *head, f, p, q, *tail, pair, batch.trace_id)
             for i, f, p, q, pair in zip(
                 batch.ids, feature_text, prediction_text, probability_text, pairs
             )
@@ -307,6 +313,14 @@ class PredictionLog:
             self._lost(rows, "encode", exc)
             return
         self._follow_file()
+        if tracing.enabled:  # one span for the insert, linked to the requests it carries
+            links = [b.span for b in batches if b.span is not None][:MAX_LINKS]
+            with tracing.span("prediction_log.insert", {"db.rows": rows}, links):
+                self._insert_retrying(params, rows)
+            return
+        self._insert_retrying(params, rows)
+
+    def _insert_retrying(self, params: list[tuple[Any, ...]], rows: int) -> None:
         for delay in (*OUTAGE_BACKOFF_S, None):
             try:
                 self._insert(params)
@@ -539,12 +553,14 @@ class PredictionLog:
 
     # -- reads ---------------------------------------------------------------------------
     def history(
-        self, model: str | None, limit: int, before: int | None
+        self, model: str | None, limit: int, before: int | None, trace_id: str | None = None
     ) -> tuple[list[LoggedPrediction], int | None]:
         """Newest first; ``before`` is the cursor (a row's ``seq``) from the previous page."""
         stmt = select(PredictionRecord).order_by(PredictionRecord.seq.desc()).limit(limit + 1)
         if model is not None:
             stmt = stmt.where(PredictionRecord.model == model)
+        if trace_id is not None:
+            stmt = stmt.where(PredictionRecord.trace_id == trace_id)
         if before is not None:
             stmt = stmt.where(PredictionRecord.seq < before)
         with self.engine.connect() as conn:

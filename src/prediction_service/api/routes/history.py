@@ -23,8 +23,12 @@ async def history(
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page")
     ] = None,
+    trace_id: Annotated[
+        str | None,
+        Query(pattern="^[0-9a-f]{32}$", description="only the rows of this trace (32 hex digits)"),
+    ] = None,
 ) -> HistoryPage:
     if model is not None:
         store.spec(model)  # 404 for unknown models
-    items, next_cursor = await run_in_threadpool(log.history, model, limit, cursor)
+    items, next_cursor = await run_in_threadpool(log.history, model, limit, cursor, trace_id)
     return HistoryPage(items=items, next_cursor=next_cursor)

@@ -8,6 +8,7 @@ import time
 import psutil
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -104,9 +105,15 @@ async def ready(core: CoreDep) -> Response:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text exposition"}},
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {}, OPENMETRICS: {}},
+            "description": "text exposition; OpenMetrics, with exemplars, when Accept asks",
+        }
+    },
 )
 @router.get("/metrics/prometheus", include_in_schema=False)
-async def metrics(core: CoreDep) -> Response:
+async def metrics(core: CoreDep, request: Request) -> Response:
     core.metrics.log_queue_depth.set(core.prediction_log.queue_depth)
-    return Response(core.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = core.metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
