@@ -435,7 +435,7 @@ def test_a_third_spec_is_served_on_every_protocol_and_explained(tmp_path: Path) 
         assert explained["prediction"] == reference[0]
         for cls, contributions in explained["contributions"].items():
             total = explained["base_value"][cls] + sum(contributions.values())
-            assert total == pytest.approx(explained["raw_score"][cls], abs=1e-9)
+            assert total == pytest.approx(explained["output_value"][cls], abs=1e-9)
         meta = server.get("/v2/models/wine").json()
         assert [t["name"] for t in meta["inputs"]] == list(wine.columns)
         assert "/predict/wine/batch" in server.get("/openapi.json").json()["paths"]

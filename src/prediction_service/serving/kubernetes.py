@@ -88,8 +88,10 @@ class KubernetesLauncher:
         pod["metadata"]["labels"] = {**(pod["metadata"].get("labels") or {}), JOB_ID_LABEL: job_id}
         container = pod["spec"]["containers"][0]
         container["args"] = args
-        env = [e for e in container.get("env") or [] if e.get("name") != "TRACEPARENT"]
-        container["env"] = env + [{"name": k, "value": v} for k, v in tracing.child_env().items()]
+        trace = [{"name": k, "value": v} for k, v in tracing.child_env().items()]
+        if trace:  # the template's env stays untouched unless there is a trace to continue
+            env = [e for e in container.get("env") or [] if e.get("name") != "TRACEPARENT"]
+            container["env"] = env + trace
         model = args[1] if len(args) > 1 else ""
         return {
             "apiVersion": "batch/v1",
