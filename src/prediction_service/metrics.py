@@ -31,6 +31,7 @@ VALUE_BUCKETS = (
     0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 7.5, 10.0, 25.0, 50.0, 100.0,
     1000.0,
 )  # fmt: skip
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000)
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
@@ -94,6 +95,22 @@ class Metrics:
             "prediction_duration_seconds",
             "Time spent in the model per request (one row or one batch).",
             ["model", "version", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Adaptive batching (a spec's serving.batching): what each model call held, and how
+        # long each request waited for its call.
+        self.batch_rows = Histogram(
+            "prediction_batch_rows",
+            "Rows per model call of a batched model (adaptive batching).",
+            ["model", "version"],
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "prediction_batch_wait_seconds",
+            "Time a request of a batched model waited for its model call.",
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -237,6 +237,24 @@ class AutomationSpec(_Strict):
     rollout: RolloutSpec = RolloutSpec()
 
 
+class BatchingSpec(_Strict):
+    """Adaptive batching: concurrent requests for one version share one call to the model.
+    A request waits at most ``max_latency_ms`` for its batch; a batch goes at once when the
+    model is idle or when it holds ``max_batch_size`` rows."""
+
+    max_batch_size: int = Field(default=32, ge=2, le=10_000)
+    max_latency_ms: float = Field(default=5.0, gt=0, le=1000)
+    # A version whose one-row predict is cheaper than this is served unbatched: the hop to a
+    # worker thread and back (about 60 us here) would cost more than batching saves. 0
+    # batches every version.
+    min_row_cost_us: float = Field(default=50.0, ge=0)
+
+
+class ServingSpec(_Strict):
+    # Off by default: worth it for models whose one-row predict is not cheap (see the docs).
+    batching: BatchingSpec | None = None
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -252,6 +270,7 @@ class ModelSpec(_Strict):
     quality_gate: GateSpec = GateSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     automation: AutomationSpec | None = None
+    serving: ServingSpec = ServingSpec()
     source: Path | None = Field(default=None, exclude=True)
     digest: str = Field(default="", exclude=True)
 

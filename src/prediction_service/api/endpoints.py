@@ -205,7 +205,11 @@ class EndpointRouter:
         call = Call(
             dict(target.params), body, content_type, scope.get("request_id"), scope["headers"]
         )
-        if len(body) <= INLINE_BODY and endpoint.inline:
+        if (
+            len(body) <= INLINE_BODY
+            and endpoint.inline
+            and not self.service.batched(target.params.get("model"))
+        ):
             reply = self.answer(target, call)
         else:
             try:

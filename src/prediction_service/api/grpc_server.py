@@ -10,13 +10,13 @@ status that matches its HTTP status, with its message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from anyio.to_thread import run_sync
 
 from prediction_service import tracing
 from prediction_service.access import AuthError
@@ -72,6 +72,7 @@ class EndpointHandler(grpc.GenericRpcHandler):
         self, endpoint: Endpoint, protocol: Protocol
     ) -> Callable[[bytes, Any], Awaitable[bytes]]:
         core = self.core
+        batching = core.predictions.batched
 
         async def behaviour(body: bytes, context: Any) -> bytes:
             call = Call({}, body, headers=_metadata(context))
@@ -101,9 +102,10 @@ class EndpointHandler(grpc.GenericRpcHandler):
                 if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
                     client = peer_address(context.peer() or "")
                     core.access.check(endpoint.scope, call.header(b"authorization"), client)
-                if len(call.body) <= INLINE_BODY and endpoint.inline:
+                # The model is named inside the message: any batched model sends it off-loop.
+                if len(call.body) <= INLINE_BODY and endpoint.inline and not batching(None):
                     return endpoint.handle(core.predictions, call).body
-                reply = await asyncio.to_thread(endpoint.handle, core.predictions, call)
+                reply = await run_sync(endpoint.handle, core.predictions, call)
                 return reply.body
             except ServiceError as exc:
                 if endpoint.predicts:

@@ -132,7 +132,15 @@ class ModelInfo(_Out):
     report: str | None = Field(
         default=None, description="the training report of the served version (an MLflow URI)"
     )
-    predictor: str | None = None
+    predictor: str | None = Field(
+        default=None,
+        description="what serves the version: portable (the arrays stored beside it), direct "
+        "(the same predictor, made from the loaded model) or estimator (the model's own "
+        "predict, for an estimator that cannot be made portable)",
+    )
+    batching: str | None = Field(
+        default=None, description="adaptive batching: on (its limits) or off (and why)"
+    )
 
 
 class ModelEvents(_Out):

@@ -27,6 +27,7 @@ from prediction_service.predictors.explainers import Explainer
 from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import BACKGROUND_FILE, PREDICTOR_FILE, REFERENCE_FILE
+from prediction_service.serving.batching import Batcher, row_cost
 from prediction_service.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ class ServedModel:
     explainer: Explainer | None = None  # per-feature contributions (predictors/explainers)
     explain_row_s: float = 0.0  # what explaining one row took at load (a cost estimate)
     unexplained: str = "not loaded with an explainer"  # why explainer is None
+    batching: str = "off"  # adaptive batching: "on: ..." or "off[: why]" (serving/batching)
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.predict, Batcher)
 
     @property
     def name(self) -> str:
@@ -81,6 +87,7 @@ class ModelStore:
         self.shadows: dict[str, tuple[ServedModel, float]] = {}
         self._errors: dict[str, str] = {}
         self._swap_lock = threading.Lock()
+        self._batching = {n for n, s in specs.items() if s.serving.batching is not None}
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.specs.get(name)
@@ -146,6 +153,18 @@ class ModelStore:
                 self.shadows[name] = (model, percent)
         self.metrics.shadow_percent.labels(name).set(percent if model is not None else 0)
 
+    def batched(self, name: str | None) -> bool:
+        """Whether a request for ``name`` (None: for any model) may be answered by a batched
+        version: then it waits for its batch in a worker thread, off the event loop."""
+        if not self._batching:
+            return False
+        names = self._batching if name is None else (name,) if name in self._batching else ()
+        for n in names:
+            for model in (self._models.get(n), self._challengers.get(n)):
+                if model is not None and model.batched:
+                    return True
+        return False
+
     def not_ready(self) -> str | None:
         """Why the service cannot answer for every model yet, or None when it can."""
         missing = {
@@ -178,6 +197,7 @@ class ModelStore:
             )
         predict(sample[:1])  # warm: first call pays lazy initialisation
         explainer, unexplained = self.explainer_for(spec, info, bundle if loaded else None, predict)
+        predict, batching = self._batched(spec, version, predict, sample[:1])
         explain_row_s = 0.0
         if explainer is not None:
             timed = time.perf_counter()
@@ -203,6 +223,35 @@ class ModelStore:
             explainer=explainer,
             explain_row_s=explain_row_s,
             unexplained=unexplained,
+            batching=batching,
+        )
+
+    def _batched(
+        self, spec: ModelSpec, version: str, predict: PredictFn, row: np.ndarray
+    ) -> tuple[PredictFn, str]:
+        """``predict`` behind a batcher when the spec asks for one and one row costs enough
+        to gain from it; and what was decided, in words (the model's description)."""
+        wanted = spec.serving.batching
+        if wanted is None:
+            return predict, "off"
+        cost = row_cost(predict, row)
+        if cost * 1e6 < wanted.min_row_cost_us:
+            log.info(
+                "%s version %s: one row predicts in %.0f us, less than a hop to a worker "
+                "thread costs; served unbatched", spec.name, version, cost * 1e6,
+            )  # fmt: skip
+            return predict, f"off: one row predicts in {cost * 1e6:.0f} us, too cheap to batch"
+        labels = (spec.name, version)
+        batcher = Batcher(
+            predict,
+            wanted.max_batch_size,
+            wanted.max_latency_ms,
+            self.metrics.batch_rows.labels(*labels),
+            self.metrics.batch_wait.labels(*labels),
+        )
+        return batcher, (
+            f"on: up to {wanted.max_batch_size} rows a call, {wanted.max_latency_ms:g} ms at "
+            f"most in the queue (one row predicts in {cost * 1e6:.0f} us)"
         )
 
     def explainer_for(

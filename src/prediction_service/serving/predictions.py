@@ -112,6 +112,11 @@ class PredictionService:
             self.store.spec(name)  # raises UnknownModelError
         return codec  # type: ignore[return-value]
 
+    def batched(self, name: str | None) -> bool:
+        """Whether a request for ``name`` (None: any model) waits for an adaptive batch, so is
+        answered in a worker thread rather than on the event loop (serving/batching.py)."""
+        return self.store.batched(name)
+
     def predict(
         self,
         name: str,

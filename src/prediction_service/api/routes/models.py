@@ -85,6 +85,7 @@ def describe(core: Core, name: str, detailed: bool = True) -> ModelInfo:
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
         report=f"runs:/{info.run_id}/{report}" if report else None,
         predictor=model.predictor_kind,
+        batching=model.batching,
     )
 
 
