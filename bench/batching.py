@@ -153,7 +153,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per run")
     parser.add_argument("--trees", type=int, default=3000, help="the heavy model's trees")
     parser.add_argument("--only", choices=("heavy", "shipped"), help="one of the two parts")
+    parser.add_argument("--max-batch-size", type=int, default=BATCHING["max_batch_size"])
+    parser.add_argument("--max-latency-ms", type=float, default=BATCHING["max_latency_ms"])
     args = parser.parse_args()
+    BATCHING.update(max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms)
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as name:
         tmp = Path(name)
         if args.only != "shipped":

@@ -36,7 +36,17 @@ from prediction_service.errors import (
     ServiceError,
 )
 from prediction_service.metrics import Metrics
-from prediction_service.protocols.base import JSON_CONTENT, Call, Endpoint, Protocol, Reply
+from prediction_service.protocols.base import (
+    JSON_CONTENT,
+    Call,
+    Endpoint,
+    Protocol,
+    Reply,
+    Started,
+    answer_here,
+    resume,
+    start,
+)
 from prediction_service.serving.predictions import PredictionService
 
 log = logging.getLogger(__name__)
@@ -205,23 +215,24 @@ class EndpointRouter:
         call = Call(
             dict(target.params), body, content_type, scope.get("request_id"), scope["headers"]
         )
-        if (
-            len(body) <= INLINE_BODY
-            and endpoint.inline
-            and not self.service.batched(target.params.get("model"))
-        ):
-            reply = self.answer(target, call)
-        else:
-            try:
-                reply = await run_in_threadpool(self.answer, target, call)
-            except asyncio.CancelledError:
-                # The server's graceful shutdown ran out while this request was still being
-                # answered: say so in the protocol's shape, not uvicorn's plain-text 500.
-                error = OverloadedError("the service stopped before this request was answered")
-                await _send(send, self._error(target, error))
-                raise
-            finally:
-                self.budget.give(scope.pop("held_bytes", 0))
+        try:
+            if len(body) <= INLINE_BODY and endpoint.inline:
+                answered = self.answer(target, call)
+                # A batched version's model call: awaited, the loop serving others meanwhile.
+                if isinstance(answered, Reply):
+                    reply = answered
+                else:
+                    reply = await self.resume(target, call, answered)
+            else:
+                reply = await run_in_threadpool(self.answer_here, target, call)
+        except asyncio.CancelledError:
+            # The server's graceful shutdown ran out while this request was still being
+            # answered: say so in the protocol's shape, not uvicorn's plain-text 500.
+            error = OverloadedError("the service stopped before this request was answered")
+            await _send(send, self._error(target, error))
+            raise
+        finally:
+            self.budget.give(scope.pop("held_bytes", 0))
         # A length, not chunked framing: one less thing for the server to frame and every
         # client to parse.
         headers = [*reply.headers, (b"content-length", b"%d" % len(reply.body))]
@@ -306,18 +317,40 @@ class EndpointRouter:
 
         await self.app(scope, replay, self._allow(scope, send))
 
-    def answer(self, target: Target, call: Call) -> Reply:
+    def answer(self, target: Target, call: Call) -> Reply | Started:
+        """The reply, or the handler waiting for a batched model call (``resume``)."""
+        self._mark()
+        try:
+            return start(target.endpoint.handle, self.service, call)
+        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
+            return self._failed(target, call, exc)
+
+    async def resume(self, target: Target, call: Call, started: Started) -> Reply:
+        try:
+            return await resume(started)
+        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
+            return self._failed(target, call, exc)
+
+    def answer_here(self, target: Target, call: Call) -> Reply:
+        """The reply, made in this (worker) thread."""
+        self._mark()
+        try:
+            return answer_here(target.endpoint.handle, self.service, call)
+        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
+            return self._failed(target, call, exc)
+
+    @staticmethod
+    def _mark() -> None:
         if tracing.enabled:
             trace = tracing.current()
             if trace is not None:
                 trace.handler = time.time_ns()
-        try:
-            return target.endpoint.handle(self.service, call)
-        except ServiceError as exc:
+
+    def _failed(self, target: Target, call: Call, exc: Exception) -> Reply:
+        if isinstance(exc, ServiceError):
             return self._error(target, exc, call.params)
-        except Exception:  # noqa: BLE001 - never a stack trace to the client
-            log.exception("unexpected error on %s", target.endpoint.path)
-            return self._error(target, ServiceError("internal server error"), call.params)
+        log.error("unexpected error on %s", target.endpoint.path, exc_info=exc)
+        return self._error(target, ServiceError("internal server error"), call.params)
 
     def _error(
         self, target: Target, exc: ServiceError, params: dict[str, str] | None = None

@@ -23,7 +23,15 @@ from prediction_service.access import AuthError
 from prediction_service.api.endpoints import INLINE_BODY
 from prediction_service.core import Core
 from prediction_service.errors import ServiceError
-from prediction_service.protocols.base import Call, Endpoint, Protocol
+from prediction_service.protocols.base import (
+    Call,
+    Endpoint,
+    Protocol,
+    Reply,
+    answer_here,
+    resume,
+    start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,6 @@ class EndpointHandler(grpc.GenericRpcHandler):
         self, endpoint: Endpoint, protocol: Protocol
     ) -> Callable[[bytes, Any], Awaitable[bytes]]:
         core = self.core
-        batching = core.predictions.batched
 
         async def behaviour(body: bytes, context: Any) -> bytes:
             call = Call({}, body, headers=_metadata(context))
@@ -102,10 +109,12 @@ class EndpointHandler(grpc.GenericRpcHandler):
                 if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
                     client = peer_address(context.peer() or "")
                     core.access.check(endpoint.scope, call.header(b"authorization"), client)
-                # The model is named inside the message: any batched model sends it off-loop.
-                if len(call.body) <= INLINE_BODY and endpoint.inline and not batching(None):
-                    return endpoint.handle(core.predictions, call).body
-                reply = await run_sync(endpoint.handle, core.predictions, call)
+                if len(call.body) <= INLINE_BODY and endpoint.inline:
+                    answered = start(endpoint.handle, core.predictions, call)
+                    # A batched version's model call: awaited, the loop serving others.
+                    reply = answered if isinstance(answered, Reply) else await resume(answered)
+                else:
+                    reply = await run_sync(answer_here, endpoint.handle, core.predictions, call)
                 return reply.body
             except ServiceError as exc:
                 if endpoint.predicts:

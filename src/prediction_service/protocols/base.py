@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from prediction_service.errors import ServiceError
+from prediction_service.serving.batching import ModelCall, Steps, finish, run
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.predictions import PredictionService
 
@@ -64,7 +65,9 @@ class Reply:
     status: int = 200
 
 
-Handler = Callable[[PredictionService, Call], Reply]
+# A handler answers at once, or (one that predicts) is a generator of steps: it yields a
+# ``ModelCall`` when its version batches, and returns its reply (serving/batching.py).
+Handler = Callable[[PredictionService, Call], "Reply | Steps[Reply]"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,33 @@ class Endpoint:
         if model is not None and model in known_models:
             return self.path.replace("{model}", model)
         return self.path
+
+
+Started = tuple[Steps[Reply], ModelCall]
+
+
+def start(handle: Handler, service: PredictionService, call: Call) -> Reply | Started:
+    """Run ``handle`` up to its first model call: its reply, or its steps and that call
+    (which ``resume`` awaits). Errors are raised as the handler raised them."""
+    result = handle(service, call)
+    if type(result) is Reply:
+        return result
+    steps: Steps[Reply] = result  # type: ignore[assignment]
+    try:
+        return steps, next(steps)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def resume(started: Started) -> Reply:
+    """The reply of a handler ``start`` left waiting for its model call."""
+    return await finish(*started)
+
+
+def answer_here(handle: Handler, service: PredictionService, call: Call) -> Reply:
+    """``handle``'s reply, made in this thread (a worker's: model calls go straight in)."""
+    result = handle(service, call)
+    return result if type(result) is Reply else run(result)  # type: ignore[arg-type]
 
 
 def default_status(exc: ServiceError) -> int:

@@ -31,6 +31,7 @@ from prediction_service.errors import (
 )
 from prediction_service.protocols import native
 from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
+from prediction_service.serving.batching import Steps
 from prediction_service.serving.codec import FeatureCodec, check_values, short
 from prediction_service.serving.predictions import Prediction, PredictionService
 
@@ -219,12 +220,13 @@ class MlflowError(native.Wire):
 
 
 # -- the endpoints -------------------------------------------------------------------------
-def invocations(service: PredictionService, call: Call) -> Reply:
+def invocations(service: PredictionService, call: Call) -> Steps[Reply]:
     codecs = {call.model: service.codec(call.model)} if call.model else service.codecs
     payload = decode(call.body, call.content_type, codecs)
     model = call.model or choose_model(payload, service.codecs)
     X = features(service.codec(model), payload)
-    return Reply(encode(service.predict(model, X, NAME, call.request_id)))
+    p = yield from service.predicting(model, X, NAME, call.request_id)
+    return Reply(encode(p))
 
 
 def _ping(service: PredictionService, call: Call) -> Reply:

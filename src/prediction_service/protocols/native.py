@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prediction_service.errors import InvalidInputError, ServiceError, UnsupportedMediaTypeError
 from prediction_service.protocols.base import Call, Doc, Endpoint, Protocol, Reply
+from prediction_service.serving.batching import Steps
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.predictions import Prediction, PredictionService
 
@@ -166,14 +167,16 @@ def batch_body(codec: FeatureCodec | None) -> dict[str, Any]:
 ERRORS = (404, 413, 415, 422, 503)
 
 
-def predict_one(service: PredictionService, call: Call) -> Reply:
+def predict_one(service: PredictionService, call: Call) -> Steps[Reply]:
     X = decode_one(service.codec(call.model), call.body, call.content_type)
-    return Reply(encode_one(service.predict(call.model, X, NAME, call.request_id)))
+    p = yield from service.predicting(call.model, X, NAME, call.request_id)
+    return Reply(encode_one(p))
 
 
-def predict_batch(service: PredictionService, call: Call) -> Reply:
+def predict_batch(service: PredictionService, call: Call) -> Steps[Reply]:
     X = decode_batch(service.codec(call.model), call.body, call.content_type)
-    return Reply(encode_batch(service.predict(call.model, X, NAME, call.request_id)))
+    p = yield from service.predicting(call.model, X, NAME, call.request_id)
+    return Reply(encode_batch(p))
 
 
 PROTOCOL = Protocol(

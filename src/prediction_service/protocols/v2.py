@@ -24,6 +24,7 @@ from prediction_service import __version__
 from prediction_service.errors import InvalidInputError, ServiceError
 from prediction_service.protocols import native
 from prediction_service.protocols.base import Call, Doc, Endpoint, Handler, Protocol, Reply
+from prediction_service.serving.batching import Steps
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.predictions import Prediction, PredictionService
@@ -487,7 +488,7 @@ class V2InferResponse(native.Wire):
 
 
 # -- the endpoints -------------------------------------------------------------------------
-def infer(service: PredictionService, call: Call) -> Reply:
+def infer(service: PredictionService, call: Call) -> Steps[Reply]:
     codec = service.codec(call.model)
     length = header_length(call.header(_HEADER_LENGTH))
     if length is None:  # a binary body is application/octet-stream
@@ -496,7 +497,9 @@ def infer(service: PredictionService, call: Call) -> Reply:
     request = decode_rest(call.body, length)
     check_outputs(codec.spec, None if request.outputs is None else list(request.outputs))
     X = features(codec, request.inputs)
-    p = service.predict(call.model, X, NAME, call.request_id, call.params.get("version"))
+    p = yield from service.predicting(
+        call.model, X, NAME, call.request_id, call.params.get("version")
+    )
     body, json_length = encode_rest(p, request)
     if json_length is None:
         return Reply(body)

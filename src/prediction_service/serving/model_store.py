@@ -55,11 +55,8 @@ class ServedModel:
     explainer: Explainer | None = None  # per-feature contributions (predictors/explainers)
     explain_row_s: float = 0.0  # what explaining one row took at load (a cost estimate)
     unexplained: str = "not loaded with an explainer"  # why explainer is None
-    batching: str = "off"  # adaptive batching: "on: ..." or "off[: why]" (serving/batching)
-
-    @property
-    def batched(self) -> bool:
-        return isinstance(self.predict, Batcher)
+    batcher: Batcher | None = None  # adaptive batching (serving/batching.py)
+    batching: str = "off"  # in words: "on: ..." or "off[: why]"
 
     @property
     def name(self) -> str:
@@ -87,7 +84,6 @@ class ModelStore:
         self.shadows: dict[str, tuple[ServedModel, float]] = {}
         self._errors: dict[str, str] = {}
         self._swap_lock = threading.Lock()
-        self._batching = {n for n, s in specs.items() if s.serving.batching is not None}
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.specs.get(name)
@@ -153,18 +149,6 @@ class ModelStore:
                 self.shadows[name] = (model, percent)
         self.metrics.shadow_percent.labels(name).set(percent if model is not None else 0)
 
-    def batched(self, name: str | None) -> bool:
-        """Whether a request for ``name`` (None: for any model) may be answered by a batched
-        version: then it waits for its batch in a worker thread, off the event loop."""
-        if not self._batching:
-            return False
-        names = self._batching if name is None else (name,) if name in self._batching else ()
-        for n in names:
-            for model in (self._models.get(n), self._challengers.get(n)):
-                if model is not None and model.batched:
-                    return True
-        return False
-
     def not_ready(self) -> str | None:
         """Why the service cannot answer for every model yet, or None when it can."""
         missing = {
@@ -197,7 +181,7 @@ class ModelStore:
             )
         predict(sample[:1])  # warm: first call pays lazy initialisation
         explainer, unexplained = self.explainer_for(spec, info, bundle if loaded else None, predict)
-        predict, batching = self._batched(spec, version, predict, sample[:1])
+        batcher, batching = self._batcher(spec, version, predict, sample[:1])
         explain_row_s = 0.0
         if explainer is not None:
             timed = time.perf_counter()
@@ -223,24 +207,25 @@ class ModelStore:
             explainer=explainer,
             explain_row_s=explain_row_s,
             unexplained=unexplained,
+            batcher=batcher,
             batching=batching,
         )
 
-    def _batched(
+    def _batcher(
         self, spec: ModelSpec, version: str, predict: PredictFn, row: np.ndarray
-    ) -> tuple[PredictFn, str]:
-        """``predict`` behind a batcher when the spec asks for one and one row costs enough
-        to gain from it; and what was decided, in words (the model's description)."""
+    ) -> tuple[Batcher | None, str]:
+        """A batcher for ``predict`` when the spec asks for one and one row costs enough to
+        gain from it; and what was decided, in words (the model's description)."""
         wanted = spec.serving.batching
         if wanted is None:
-            return predict, "off"
+            return None, "off"
         cost = row_cost(predict, row)
         if cost * 1e6 < wanted.min_row_cost_us:
             log.info(
                 "%s version %s: one row predicts in %.0f us, less than a hop to a worker "
                 "thread costs; served unbatched", spec.name, version, cost * 1e6,
             )  # fmt: skip
-            return predict, f"off: one row predicts in {cost * 1e6:.0f} us, too cheap to batch"
+            return None, f"off: one row predicts in {cost * 1e6:.0f} us, too cheap to batch"
         labels = (spec.name, version)
         batcher = Batcher(
             predict,

@@ -21,6 +21,7 @@ from prediction_service.errors import BatchTooLargeError, NotExplainableError, O
 from prediction_service.metrics import Metrics
 from prediction_service.predictors.explainers import Explainer, additivity_error, tolerance
 from prediction_service.predictors.shapley import Explanation
+from prediction_service.serving.batching import ModelCall, Steps, run
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.model_store import ModelStore, ServedModel
 from prediction_service.serving.shadow import ShadowRunner
@@ -112,11 +113,6 @@ class PredictionService:
             self.store.spec(name)  # raises UnknownModelError
         return codec  # type: ignore[return-value]
 
-    def batched(self, name: str | None) -> bool:
-        """Whether a request for ``name`` (None: any model) waits for an adaptive batch, so is
-        answered in a worker thread rather than on the event loop (serving/batching.py)."""
-        return self.store.batched(name)
-
     def predict(
         self,
         name: str,
@@ -125,10 +121,23 @@ class PredictionService:
         request_id: str | None = None,
         version: str | None = None,
     ) -> Prediction:
+        """``predicting``, driven in this thread (a batched version's model is called
+        directly: a thread has no batch to join)."""
+        return run(self.predicting(name, X, protocol, request_id, version))
+
+    def predicting(
+        self,
+        name: str,
+        X: np.ndarray,
+        protocol: str,
+        request_id: str | None = None,
+        version: str | None = None,
+    ) -> Steps[Prediction]:
         """Predict the rows of ``X`` (checked by the model's codec, in the spec's feature order).
 
         Without ``version``, the champion answers, or for a share of requests the challenger;
-        with it, that served version answers.
+        with it, that served version answers. A version that batches is asked through a
+        ``ModelCall`` step (serving/batching.py): on the event loop it joins a batch.
         """
         store = self.store
         if self.log.required and self.log.failing_since is not None:
@@ -143,7 +152,8 @@ class PredictionService:
             trace.predicted = time.time_ns()
         started = time.perf_counter()
         try:
-            out = model.predict(X)
+            batcher = model.batcher
+            out = model.predict(X) if batcher is None else (yield ModelCall(batcher, X))
         except Exception:
             self.metrics.prediction_errors.labels(name, "model_error", protocol).inc()
             self._instruments_for(model).failed += 1

@@ -21,6 +21,7 @@ from prediction_service.errors import NotFoundError
 from prediction_service.protocols import v2
 from prediction_service.protocols.base import Call, Endpoint, Protocol, Reply, request_id_problem
 from prediction_service.protocols.v2_grpc import grpc_predict_v2_pb2 as pb
+from prediction_service.serving.batching import Steps
 from prediction_service.serving.predictions import PredictionService
 
 NAME = "v2_grpc"
@@ -77,7 +78,7 @@ def _request_id(value: str) -> str | None:
     return value
 
 
-def model_infer(service: PredictionService, call: Call) -> Reply:
+def model_infer(service: PredictionService, call: Call) -> Steps[Reply]:
     """One ModelInferRequest in, its ModelInferResponse out."""
     request = parse(pb.ModelInferRequest, call.body)
     name = request.model_name
@@ -91,7 +92,8 @@ def model_infer(service: PredictionService, call: Call) -> Reply:
     wanted = [o.name for o in request.outputs] or None
     v2.check_outputs(codec.spec, wanted)
     X = v2.features(codec, tensors)
-    p = service.predict(name, X, NAME, _request_id(request.id), request.model_version or None)
+    version = request.model_version or None
+    p = yield from service.predicting(name, X, NAME, _request_id(request.id), version)
     response = pb.ModelInferResponse(
         model_name=p.model,
         model_version=p.version,
