@@ -19,6 +19,9 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+import numpy as np
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import peers  # noqa: E402
@@ -42,7 +45,70 @@ def constant_servicer(port: int, reply: bytes) -> None:
         await srv.start()
         await srv.wait_for_termination()
 
-    asyncio.run(main())
+    if os.environ.get("CONSTANT_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def handler_us(model: str, n: int) -> dict[str, float]:
+    """In-process microseconds of each stage of a V2 gRPC call (typed FP64 contents, as
+    tritonclient's typed form and the bench's h2load frame send), and of whole handlers."""
+    from bench.budget import per_call_us
+    from prediction_service.core import build_core
+    from prediction_service.protocols import native, v2
+    from prediction_service.protocols.base import Call, answer_here
+    from prediction_service.protocols.v2_grpc import grpc_predict_v2_pb2 as pb
+    from prediction_service.protocols.v2_grpc import methods
+    from prediction_service.settings import Settings
+
+    core = build_core(Settings())
+    core.start()
+    try:
+        service, body = core.predictions, BODIES[model]
+        frame = peers.grpc_frame(model, body, [])[5:]
+        request = pb.ModelInferRequest.FromString(frame)
+        codec = service.codec(model)
+        tensors = [methods._tensor(i, None) for i in request.inputs]
+        X = v2.features(codec, tensors)
+        p = service.predict(model, X, methods.NAME)
+        rest = orjson.dumps({"inputs": [{"name": "x", "shape": [1, len(body)],
+                                         "datatype": "FP64", "data": list(body.values())}]})  # fmt: skip
+        one = orjson.dumps(body)
+
+        def encode() -> bytes:
+            response = pb.ModelInferResponse(model_name=p.model, model_version=p.version)
+            for t in v2.outputs(p, None):
+                out = response.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+                if isinstance(t.values, np.ndarray):
+                    out.contents.fp64_contents.extend(t.values.reshape(-1).tolist())
+                else:
+                    out.contents.bytes_contents.extend(s.encode() for s in t.values)
+            return response.SerializeToString()
+
+        return {
+            "grpc: parse message": per_call_us(lambda: pb.ModelInferRequest.FromString(frame), n),
+            "grpc: tensors to features": per_call_us(
+                lambda: v2.features(codec, [methods._tensor(i, None) for i in request.inputs]), n
+            ),
+            "predict (model, metrics, log enqueue)": per_call_us(
+                lambda: service.predict(model, X, methods.NAME), n
+            ),
+            "grpc: encode response": per_call_us(encode, n),
+            "grpc: whole handler": per_call_us(
+                lambda: answer_here(methods.model_infer, service, Call({}, frame)), n
+            ),
+            "v2 rest: whole handler": per_call_us(
+                lambda: answer_here(v2.infer, service, Call({"model": model}, rest)), n
+            ),
+            "native: whole handler": per_call_us(
+                lambda: answer_here(native.predict_one, service, Call({"model": model}, one)), n
+            ),
+        }
+    finally:
+        core.close()
 
 
 def main() -> None:
@@ -53,6 +119,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--constant-only", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--reply", help=argparse.SUPPRESS)
+    parser.add_argument("-n", type=int, default=2000, help="calls per in-process timing round")
     args = parser.parse_args()
     if args.constant_only:
         constant_servicer(args.constant_only, bytes.fromhex(args.reply))
@@ -97,6 +164,9 @@ def main() -> None:
         print(f"  {k:14} {v:8,.0f} calls/s   {1e6 / v:6.0f} us a call   runs {runs[k]}")
     print(f"  ours per gRPC call: {1e6 / rps['v2 grpc'] - 1e6 / rps['constant grpc']:.0f} us")
     print(f"  gRPC / REST: {rps['v2 grpc'] / rps['v2 rest']:.2f}x")
+    print("\nin-process, us per call:")
+    for stage, us in handler_us(args.model, args.n).items():
+        print(f"  {stage:40} {us:6.1f}")
 
 
 if __name__ == "__main__":
