@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SRC := src tests bench deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
+SRC := src tests bench docs/hooks deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz hostile loadtest lint format typecheck security bench grpc k8s-render k8s-generate clean
+.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz hostile loadtest lint format typecheck security bench grpc k8s-render k8s-generate docs docs-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -96,5 +96,11 @@ k8s-render: install  ## print the Kubernetes manifests of OVERLAY (production or
 k8s-generate: install  ## refresh deploy/kubernetes/base/generated/ from config/models and monitoring/
 	$(PY) deploy/kubernetes/generate.py
 
+docs: install-dev  ## build the documentation site into site/ (strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install-dev  ## serve the documentation site on 127.0.0.1:8001, rebuilt on change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:  ## remove the virtual environment and caches (keeps mlruns/ and logs/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache site

@@ -6,7 +6,7 @@ h2load (gRPC) and stops them by process group: ours (every protocol) beside Seld
 on the same champions (alternating runs), `mlflow models serve`, and two constant-reply
 ceilings (FastAPI, and a bare ASGI app); and every model with derived features fitted with
 and without them (bench/derived_features.py). Writes bench/results/latest.json and latest.md and
-refreshes the README table. Absolute numbers move from machine to machine; the ratios
+is shown on the docs' Performance page. Absolute numbers move from machine to machine; the ratios
 within one run are what to compare.
 """
 
@@ -473,16 +473,6 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}{end}{tail}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per point")
@@ -491,7 +481,6 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="alternating runs per point against MLServer"
     )
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args()
     for program, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if not shutil.which(program):
@@ -502,8 +491,6 @@ def main() -> int:
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (RESULTS / "latest.md").write_text(table)
-    if not args.no_readme:
-        update_readme(table)
     print(table)
     return 0
 

@@ -305,7 +305,7 @@ def test_production_requires_credentials_and_local_does_not(
 
     assert auth("production").get("optional", False) is False
     assert auth("local")["optional"] is True
-    # Production creates no Secret (you do, see the README); the local one has no password.
+    # Production creates no Secret (you do, see docs/how-to/deploy.md); the local one has no password.
     assert not [o for o in rendered["production"] if o["kind"] == "Secret"]
     namespace = find(rendered["production"], "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

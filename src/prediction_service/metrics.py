@@ -9,6 +9,9 @@ per-worker values combine.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psutil
 from prometheus_client import (
@@ -35,6 +38,19 @@ BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000)
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One metric as the service declares it: what the reference documentation lists."""
+
+    name: str  # as exposed (a counter's ends in _total)
+    type: str  # counter, gauge or histogram
+    labels: tuple[str, ...]
+    help: str
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -50,17 +66,29 @@ class Metrics:
         if not self.multiprocess:
             ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
 
+        # Every metric is declared through here, so the reference documentation lists them
+        # (name, type, labels, help) from this object, not from a copy by hand.
+        self.declared: list[Declared] = []
+
+        def declare(kind: type[M], name: str, doc: str, labels: Sequence[str] = (), **kw: Any) -> M:
+            kw.pop("registry", None)
+            exposed = name + "_total" if kind is Counter and not name.endswith("_total") else name
+            self.declared.append(Declared(exposed, kind.__name__.lower(), tuple(labels), doc))
+            return kind(name, doc, labels, registry=r, **kw)
+
         def gauge(name: str, doc: str, labels: list[str], mode: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)  # type: ignore[arg-type]
+            return declare(Gauge, name, doc, labels, multiprocess_mode=mode)
 
         # -- HTTP --------------------------------------------------------------------------
-        self.http_requests = Counter(
+        self.http_requests = declare(
+            Counter,
             "http_requests_total",
             "HTTP requests served, by route template, method and status code.",
             ["route", "method", "status"],
             registry=r,
         )
-        self.http_latency = Histogram(
+        self.http_latency = declare(
+            Histogram,
             "http_request_duration_seconds",
             "Time from request start to response end, by route template and method.",
             ["route", "method"],
@@ -70,28 +98,32 @@ class Metrics:
         self.http_in_flight = gauge(
             "http_requests_in_flight", "Requests being handled right now.", [], "livesum"
         )
-        self.auth_failures = Counter(
+        self.auth_failures = declare(
+            Counter,
             "auth_failures_total",
             "Requests refused by access control, by scope and reason (missing, invalid, "
             "forbidden, disabled, client_blocked).",
             ["scope", "reason"],
             registry=r,
         )
-        self.rate_limited = Counter(
+        self.rate_limited = declare(
+            Counter,
             "rate_limited_total",
             "Requests refused because an API key was over its rate.",
             ["key"],
             registry=r,
         )
         # -- predictions -------------------------------------------------------------------
-        self.predictions = Counter(
+        self.predictions = declare(
+            Counter,
             "predictions_total",
             "Predicted rows, by model, the version that answered and the protocol asked "
             "(native, explain, v2, v2_grpc, mlflow: each registered protocol's name).",
             ["model", "version", "protocol"],
             registry=r,
         )
-        self.prediction_latency = Histogram(
+        self.prediction_latency = declare(
+            Histogram,
             "prediction_duration_seconds",
             "Time spent in the model per request (one row or one batch).",
             ["model", "version", "kind"],
@@ -100,41 +132,47 @@ class Metrics:
         )
         # Adaptive batching (a spec's serving.batching): what each model call held, and how
         # long each request waited for its call.
-        self.batch_rows = Histogram(
+        self.batch_rows = declare(
+            Histogram,
             "prediction_batch_rows",
             "Rows per model call of a batched model (adaptive batching).",
             ["model", "version"],
             buckets=BATCH_ROWS_BUCKETS,
             registry=r,
         )
-        self.batch_wait = Histogram(
+        self.batch_wait = declare(
+            Histogram,
             "prediction_batch_wait_seconds",
             "Time a request of a batched model waited for its model call.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.prediction_errors = Counter(
+        self.prediction_errors = declare(
+            Counter,
             "prediction_errors_total",
             "Prediction requests that failed, by model, reason (invalid_input, batch_too_large, "
             "model_not_loaded, unknown_model, model_error) and protocol.",
             ["model", "reason", "protocol"],
             registry=r,
         )
-        self.prediction_value = Histogram(
+        self.prediction_value = declare(
+            Histogram,
             "prediction_value",
             "Predicted values of regression models.",
             ["model", "version"],
             buckets=VALUE_BUCKETS,
             registry=r,
         )
-        self.predicted_class = Counter(
+        self.predicted_class = declare(
+            Counter,
             "predicted_class_total",
             "Predicted classes of classification models.",
             ["model", "version", "class"],
             registry=r,
         )
-        self.prediction_confidence = Histogram(
+        self.prediction_confidence = declare(
+            Histogram,
             "prediction_confidence",
             "Probability of the predicted class (classification models).",
             ["model", "version"],
@@ -151,13 +189,15 @@ class Metrics:
             ["model", "version"],
             "max",
         )
-        self.model_load_failures = Counter(
+        self.model_load_failures = declare(
+            Counter,
             "model_load_failures_total",
             "Attempts to load a model version that failed.",
             ["model"],
             registry=r,
         )
-        self.model_swaps = Counter(
+        self.model_swaps = declare(
+            Counter,
             "model_swaps_total",
             "Times the served version of a model changed without a restart.",
             ["model"],
@@ -177,19 +217,22 @@ class Metrics:
             "max",
         )
         # -- shadows -----------------------------------------------------------------------
-        self.shadow_predictions = Counter(
+        self.shadow_predictions = declare(
+            Counter,
             "shadow_predictions_total",
             "Rows a shadow predicted (answered to no one; logged with arm=shadow).",
             ["model", "version"],
             registry=r,
         )
-        self.shadow_dropped = Counter(
+        self.shadow_dropped = declare(
+            Counter,
             "shadow_dropped_total",
             "Rows not given to a shadow because it fell behind (its queue was full).",
             ["model"],
             registry=r,
         )
-        self.shadow_cpu = Counter(
+        self.shadow_cpu = declare(
+            Counter,
             "shadow_cpu_seconds_total",
             "CPU time the shadow's thread spent predicting and building its log rows.",
             ["model"],
@@ -222,13 +265,15 @@ class Metrics:
             "mostrecent",
         )
         # -- retraining --------------------------------------------------------------------
-        self.retrain_runs = Counter(
+        self.retrain_runs = declare(
+            Counter,
             "retrain_runs_total",
             "Finished retrain jobs, by model and status (succeeded or failed).",
             ["model", "status"],
             registry=r,
         )
-        self.retrain_duration = Histogram(
+        self.retrain_duration = declare(
+            Histogram,
             "retrain_duration_seconds",
             "Wall time of retrain jobs.",
             ["model"],
@@ -239,7 +284,8 @@ class Metrics:
             "retrain_in_progress", "1 while a retrain job of the model runs.", ["model"], "max"
         )
         # -- automation --------------------------------------------------------------------
-        self.model_events = Counter(
+        self.model_events = declare(
+            Counter,
             "model_events_total",
             "Automation and lifecycle decisions, by model and event type (retrain_triggered, "
             "retrain_succeeded, retrain_failed, canary_started, promoted, rolled_back).",
@@ -265,7 +311,8 @@ class Metrics:
             "mostrecent",
         )
         # -- live quality and drift --------------------------------------------------------
-        self.feedback = Counter(
+        self.feedback = declare(
+            Counter,
             "feedback_total",
             "Ground-truth values received, by model and the version that predicted.",
             ["model", "version"],
@@ -314,10 +361,11 @@ class Metrics:
             "mostrecent",
         )
         # -- prediction log ----------------------------------------------------------------
-        self.log_written = Counter(
-            "prediction_log_written_total", "Prediction-log rows written.", registry=r
+        self.log_written = declare(
+            Counter, "prediction_log_written_total", "Prediction-log rows written.", registry=r
         )
-        self.log_write_failures = Counter(
+        self.log_write_failures = declare(
+            Counter,
             "prediction_log_write_failures_total",
             "Prediction-log rows lost, by reason: database (it failed, retries included), "
             "row (the database refused that row), encode.",
@@ -326,12 +374,14 @@ class Metrics:
         )
         for reason in ("database", "row", "encode"):  # every series exists from the start
             self.log_write_failures.labels(reason)
-        self.log_dropped = Counter(
+        self.log_dropped = declare(
+            Counter,
             "prediction_log_dropped_total",
             "Prediction-log rows dropped because the write queue was full.",
             registry=r,
         )
-        self.log_backpressure = Counter(
+        self.log_backpressure = declare(
+            Counter,
             "prediction_log_backpressure_seconds",
             "Time requests spent waiting for room in a full prediction-log queue.",
             registry=r,
@@ -345,7 +395,8 @@ class Metrics:
             [],
             "max",
         )
-        self.log_file_recreated = Counter(
+        self.log_file_recreated = declare(
+            Counter,
             "prediction_log_file_recreated_total",
             "Times the prediction log's SQLite file was found removed or replaced, and a new "
             "one made.",

@@ -20,21 +20,34 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PREDICT_", extra="ignore", populate_by_name=True)
 
-    home: Path = Field(default_factory=Path.cwd)
-    specs_dir: Path = Path("config/models")
-    data_dir: Path = Path("data")
+    home: Path = Field(
+        default_factory=Path.cwd,
+        description="base of the relative paths below (default: the working directory)",
+    )
+    specs_dir: Path = Field(default=Path("config/models"), description="the model specs")
+    data_dir: Path = Field(
+        default=Path("data"), description="the folder retrain data_path values are confined to"
+    )
     tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PREDICT_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking and registry URI; default a SQLite store under mlruns/.",
     )
-    artifact_root: Path = Path("mlruns/artifacts")
-    logs_dir: Path = Path("logs")
+    artifact_root: Path = Field(
+        default=Path("mlruns/artifacts"),
+        description="where new experiments store artifacts (unused with an http(s):// "
+        "tracking server, which stores them)",
+    )
+    logs_dir: Path = Field(
+        default=Path("logs"), description="retrain job logs go to <logs>/retrain/"
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the prediction log; default logs/predictions.db.",
     )
-    admin_token: SecretStr | None = None
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token for the admin routes (unset: admin closed)"
+    )
     api_keys: SecretStr | None = Field(
         default=None, description="JSON list of {name, key | key_sha256, scopes, rate?}"
     )
@@ -45,7 +58,9 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         default="", description="comma-separated origins allowed by CORS (empty: CORS off)"
     )
-    max_batch_size: int = Field(default=10_000, ge=1)
+    max_batch_size: int = Field(
+        default=10_000, ge=1, description="most rows in one request; more gets 413"
+    )
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
@@ -90,7 +105,11 @@ class Settings(BaseSettings):
         "--graceful-timeout); work that cannot finish in half of it (a large explanation) "
         "is refused up front",
     )
-    log_queue_size: int = Field(default=prediction_log.DEFAULT_QUEUE_ROWS, ge=1)
+    log_queue_size: int = Field(
+        default=prediction_log.DEFAULT_QUEUE_ROWS,
+        ge=1,
+        description="prediction-log rows held in memory; when full, requests wait for room",
+    )
     log_full_wait_s: float = Field(
         default=prediction_log.DEFAULT_FULL_WAIT_S,
         ge=0,
@@ -107,21 +126,47 @@ class Settings(BaseSettings):
         description="the service's own log lines (and uvicorn's, and training's): text for a "
         "terminal, or json, one object per line with request and trace ids",
     )
-    log_batch_size: int = Field(default=prediction_log.DEFAULT_BATCH_ROWS, ge=1)
-    log_flush_interval_s: float = Field(default=prediction_log.DEFAULT_FLUSH_INTERVAL_S, gt=0)
-    reload_interval_s: float = Field(default=30.0, gt=0)
+    log_batch_size: int = Field(
+        default=prediction_log.DEFAULT_BATCH_ROWS,
+        ge=1,
+        description="rows per transaction; the writer wakes when this many wait, or at the "
+        "flush interval",
+    )
+    log_flush_interval_s: float = Field(
+        default=prediction_log.DEFAULT_FLUSH_INTERVAL_S,
+        gt=0,
+        description="longest wait before a partial batch is written",
+    )
+    reload_interval_s: float = Field(
+        default=30.0, gt=0, description="how often each worker checks the registry aliases"
+    )
     traffic_interval_s: float = Field(
         default=1.0,
         gt=0,
         description="how often each worker reads the traffic splits and champion changes "
         "other workers stored",
     )
-    drift_window: int = Field(default=1000, ge=10)
-    drift_min_rows: int = Field(default=200, ge=10)
-    drift_psi_threshold: float = Field(default=0.2, gt=0)
-    drift_pvalue_threshold: float = Field(default=0.01, gt=0, lt=1)
-    drift_interval_s: float = Field(default=60.0, gt=0)
-    quality_window: int = Field(default=500, ge=1)
+    drift_window: int = Field(
+        default=1000, ge=10, description="recent rows compared with the training data"
+    )
+    drift_min_rows: int = Field(
+        default=200, ge=10, description="fewer recent rows than this: insufficient data"
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2, gt=0, description="a feature whose PSI passes this has drifted"
+    )
+    drift_pvalue_threshold: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="a feature whose KS p-value is below this has drifted",
+    )
+    drift_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the drift gauges are refreshed"
+    )
+    quality_window: int = Field(
+        default=500, ge=1, description="labelled predictions behind live quality"
+    )
     automation_interval_s: float = Field(
         default=30.0,
         gt=0,

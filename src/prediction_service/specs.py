@@ -26,16 +26,22 @@ METRICS: dict[str, tuple[Task, bool]] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class FeatureSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The request field."""
     column: str | None = None
+    """The CSV column, when it differs from name."""
     type: Literal["float", "int"] = "float"
+    """Float, or int (whole numbers only)."""
     min: float
+    """Smallest valid value; requests below it get 422."""
     max: float
+    """Largest valid value; requests above it get 422."""
     description: str = ""
+    """What it means (in the API documentation)."""
 
     @property
     def source_column(self) -> str:
@@ -53,24 +59,34 @@ class DerivedFeature(_Strict):
     example coordinates rotated by an angle, so trees cut a diagonal in one split)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The derived column's name."""
     weights: dict[str, float] = Field(min_length=1)
+    """Spec feature -> weight; the column is their weighted sum."""
     description: str = ""
+    """What it means (documentation)."""
 
 
 class TargetSpec(_Strict):
     column: str
+    """The CSV column to predict."""
     classes: list[str] | None = None
+    """Class names, in the order of the CSV's integer codes (classifiers)."""
 
 
 class DataSpec(_Strict):
     path: Path
+    """The CSV, relative to the home folder."""
     min_rows: int = Field(default=10, ge=2)
+    """Fewer rows is an error."""
 
 
 class SplitSpec(_Strict):
     test_size: float = Field(default=0.2, gt=0, lt=1)
+    """Share of rows held out for the test."""
     seed: int = 42
+    """The split's (and the search's) seed."""
     cv_folds: int = Field(default=5, ge=2, le=20)
+    """Cross-validation folds on the training part."""
 
 
 class SearchDimension(_Strict):
@@ -78,10 +94,15 @@ class SearchDimension(_Strict):
     rates; ``type: int`` for counts)."""
 
     choices: list[Any] | None = Field(default=None, min_length=1)
+    """Values to choose from."""
     low: float | None = None
+    """The range's low end."""
     high: float | None = None
+    """The range's high end."""
     log: bool = False
+    """Search the range on a log scale."""
     type: Literal["float", "int"] = "float"
+    """Float, or int for counts."""
 
     @model_validator(mode="after")
     def _shape(self) -> SearchDimension:
@@ -101,14 +122,20 @@ class SearchSpec(_Strict):
     sampler, seeded by the split seed): ``trials`` settings are tried, the best is kept."""
 
     trials: int = Field(ge=1, le=500)
+    """Settings tried."""
     space: dict[str, SearchDimension] = Field(min_length=1)
+    """Parameter -> its range or choices."""
 
 
 class CandidateSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    """The candidate's name in reports, runs and --candidates."""
     estimator: str
+    """An estimator of the catalog, for the spec's task (ridge, lightgbm_regressor, logistic_regression, k_neighbors_classifier, ...)."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """Fixed parameters of the estimator."""
     search: SearchSpec | None = None
+    """Parameters searched instead of fixed."""
 
     @model_validator(mode="after")
     def _fixed_or_searched(self) -> CandidateSpec:
@@ -122,7 +149,9 @@ class CandidateSpec(_Strict):
 
 class Threshold(_Strict):
     min: float | None = None
+    """The metric must be at least this."""
     max: float | None = None
+    """The metric must be at most this."""
 
 
 def failed_thresholds(thresholds: dict[str, Threshold], metrics: dict[str, float]) -> list[str]:
@@ -141,7 +170,9 @@ def failed_thresholds(thresholds: dict[str, Threshold], metrics: dict[str, float
 
 class GateSpec(_Strict):
     tolerance: float = Field(default=0.0, ge=0)
+    """A new version may be this much worse than the champion on the same test rows and still be promoted."""
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    """Metric -> bound the new version's test metrics must meet."""
 
 
 # What live quality (from feedback) measures, by task.
@@ -155,39 +186,50 @@ LIVE_METRICS: dict[str, Task] = {
 class MonitoringSpec(_Strict):
     # Bounds on live quality; the LiveQualityLow alert reads them from a gauge.
     live_quality: dict[str, Threshold] = Field(default_factory=dict)
+    """Metric -> bound on quality over recent feedback."""
 
 
 class DriftTrigger(_Strict):
     consecutive_checks: int = Field(default=3, ge=1)
+    """Drift checks in a row that must find drift."""
 
 
 class LiveQualityTrigger(_Strict):
     min_labels: int = Field(default=200, ge=1)
+    """Labelled predictions needed before live quality can trigger."""
 
 
 class TriggersSpec(_Strict):
     schedule_s: float | None = Field(default=None, gt=0)
+    """Retrain every this many seconds."""
     drift: DriftTrigger | None = None
+    """Retrain after drift in consecutive checks."""
     live_quality: LiveQualityTrigger | None = None
+    """Retrain when live quality breaks its bound."""
     new_data: bool = False
+    """Retrain when the data file's digest changes."""
 
 
 class TrainingDataSpec(_Strict):
     # Train on the CSV plus the production rows that received ground truth.
     include_feedback: bool = False
+    """Train on the CSV plus the production rows that received ground truth."""
 
 
 class GuardrailsSpec(_Strict):
     """Live limits on the challenger's arm during a canary; breaking one rolls it back."""
 
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    """The challenger's error rate above which the canary is rolled back."""
     # The challenger's p99 latency may be at most this multiple of the champion's (plus 1 ms:
     # sub-millisecond percentiles are noise).
     max_p99_ratio: float = Field(default=3.0, ge=1)
+    """The challenger's p99 latency may be at most this multiple of the champion's (plus 1 ms)."""
     # Requests the challenger must have answered before a guardrail can judge it: a p99 of
     # fewer than 100 is just the slowest one (a left-behind demo tripped on one 6 ms outlier
     # among 27 requests of a model whose mean was 0.3 ms).
     min_requests: int = Field(default=200, ge=1)
+    """Requests the challenger must have answered before a guardrail judges it."""
 
 
 Stage = Literal["shadow", "canary"]
@@ -201,14 +243,22 @@ class RolloutSpec(_Strict):
     ``min_labels``, ``max_duration_s`` and ``confidence`` apply to each stage."""
 
     mode: Literal["direct", "canary", "shadow"] = "direct"
+    """Direct (the gate alone), canary, or shadow."""
     stages: list[Stage] | None = Field(default=None, min_length=1, max_length=2)
+    """[shadow], [canary] or [shadow, canary], instead of mode."""
     shadow_percent: float = Field(default=100.0, gt=0, le=100)
+    """Share of requests copied to the shadow."""
     canary_percent: float = Field(default=10.0, gt=0, lt=100)
+    """Share of requests the canary answers."""
     min_labels: int = Field(default=100, ge=2)
+    """Labelled predictions (pairs, for a shadow) a stage needs to decide."""
     max_duration_s: float = Field(default=86400.0, gt=0)
+    """A stage still undecided after this is rolled back."""
     # Roll back when the challenger is worse with this confidence (one-sided test).
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Roll back when the challenger is worse with this confidence (one-sided test)."""
     guardrails: GuardrailsSpec = GuardrailsSpec()
+    """Live limits on the canary's arm."""
 
     @model_validator(mode="after")
     def _one_way(self) -> RolloutSpec:
@@ -232,9 +282,13 @@ class AutomationSpec(_Strict):
     takes over (``direct``: the gate alone; ``canary``: live feedback decides)."""
 
     triggers: TriggersSpec = TriggersSpec()
+    """What starts a retrain."""
     cooldown_s: float = Field(default=3600.0, ge=0)
+    """Seconds after a retrain before a trigger may start another."""
     training_data: TrainingDataSpec = TrainingDataSpec()
+    """What a triggered retrain trains on."""
     rollout: RolloutSpec = RolloutSpec()
+    """How a version that passed the gate takes over."""
 
 
 class BatchingSpec(_Strict):
@@ -243,36 +297,57 @@ class BatchingSpec(_Strict):
     model is idle or when it holds ``max_batch_size`` rows."""
 
     max_batch_size: int = Field(default=32, ge=2, le=10_000)
+    """Most rows in one model call."""
     max_latency_ms: float = Field(default=5.0, gt=0, le=1000)
+    """Longest a request waits for its batch while a call is in the model; then a second call starts."""
     # A version whose one-row predict is cheaper than this is served unbatched: the hop to a
     # worker thread and back (about 60 us here) would cost more than batching saves. 0
     # batches every version.
     min_row_cost_us: float = Field(default=50.0, ge=0)
+    """A version whose one-row predict is cheaper than this (measured at load) is served unbatched; 0 batches every version."""
 
 
 class ServingSpec(_Strict):
     # Off by default: worth it for models whose one-row predict is not cheap (see the docs).
     batching: BatchingSpec | None = None
+    """Adaptive batching; off when absent."""
 
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """The URL name: /predict/<name>."""
     registered_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    """The MLflow registered model."""
     description: str = ""
+    """What the model predicts (in the API documentation)."""
     task: Task
+    """Regression or classification."""
     data: DataSpec
+    """The training CSV."""
     target: TargetSpec
+    """The column to predict."""
     features: list[FeatureSpec] = Field(min_length=1)
+    """The request's fields, in order, with their valid ranges."""
     derived_features: list[DerivedFeature] = Field(default_factory=list)
+    """Columns the model computes from the features."""
     split: SplitSpec = SplitSpec()
+    """The test split and cross-validation."""
     selection_metric: str
+    """The metric that picks the best candidate (rmse, mae, r2; accuracy, f1_macro, log_loss)."""
     candidates: list[CandidateSpec] = Field(min_length=1)
+    """The estimators tried."""
     quality_gate: GateSpec = GateSpec()
+    """What a new version must meet to become the champion."""
     monitoring: MonitoringSpec = MonitoringSpec()
+    """Bounds on live quality (the LiveQualityLow alert)."""
     automation: AutomationSpec | None = None
+    """What the service does on its own (retrain triggers, rollout)."""
     serving: ServingSpec = ServingSpec()
+    """How the service serves it (adaptive batching)."""
     source: Path | None = Field(default=None, exclude=True)
+    """Set by the loader: the file the spec came from."""
     digest: str = Field(default="", exclude=True)
+    """Set by the loader: the file's SHA-256."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:

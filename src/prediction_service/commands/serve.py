@@ -55,7 +55,7 @@ def build_parser(prog: str = "run_api.py") -> argparse.ArgumentParser:
         prog=prog,
         description="Serve every model's champion over HTTP (our REST protocol, the Open "
         "Inference Protocol and MLflow's /invocations) and, with PREDICT_GRPC_PORT set, over "
-        "gRPC. Settings come from PREDICT_* environment variables (see README).",
+        "gRPC. Settings come from PREDICT_* environment variables (docs/reference/settings: every one).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
