@@ -4,16 +4,21 @@ counted as its own request."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.grpc as triton_grpc
 import yaml
 
+from prediction_service.settings import Settings
 from prediction_service.specs import load_specs
 from prediction_service.training.pipeline import run_training
 from tests.conftest import make_settings, small_settings
@@ -39,16 +44,34 @@ def batched_specs(small: Small, folder: Path) -> Path:
     return folder
 
 
-def test_concurrent_requests_share_model_calls_on_every_lane(small: Small, tmp_path: Path) -> None:
-    specs_dir = batched_specs(small, tmp_path / "specs")
+@pytest.fixture(scope="module")
+def heavy(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A store whose housing champion is HEAVY, with batching on in every spec."""
+    workdir = tmp_path_factory.mktemp("heavy")
+    specs_dir = batched_specs(small, workdir / "specs")
     raw = yaml.safe_load((specs_dir / "housing.yaml").read_text())
     raw["candidates"] = [HEAVY]
     (specs_dir / "housing.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    settings = make_settings(tmp_path, specs_dir=specs_dir, logs_dir=tmp_path / "logs")
+    settings = make_settings(workdir, specs_dir=specs_dir)
     for spec in load_specs(specs_dir).values():
         run_training(spec, settings, progress=lambda _m: None)
+    return settings
+
+
+def served(heavy: Settings, workdir: Path, **env: str) -> tuple[Settings, LiveServer]:
+    """A server over the heavy store with a prediction log of its own."""
+    settings = make_settings(
+        workdir, specs_dir=heavy.specs_path, tracking_uri=heavy.effective_tracking_uri,
+        artifact_root=heavy.artifact_path, logs_dir=workdir / "logs",
+    )  # fmt: skip
+    return settings, LiveServer(settings, workdir / "server.log", **env)
+
+
+def test_concurrent_requests_share_model_calls_on_every_lane(
+    heavy: Settings, tmp_path: Path
+) -> None:
     grpc_port = free_port()
-    server = LiveServer(settings, tmp_path / "server.log", PREDICT_GRPC_PORT=str(grpc_port))
+    settings, server = served(heavy, tmp_path, PREDICT_GRPC_PORT=str(grpc_port))
     server.start()
     frame = HOUSING.sample(48, random_state=3)
     records = frame.to_dict(orient="records")
@@ -115,3 +138,40 @@ def test_a_cheap_model_is_served_unbatched_and_says_why(small: Small, tmp_path: 
         np.testing.assert_equal(server.metric("prediction_batch_rows_count"), 0)
     finally:
         server.stop()
+
+
+def test_sigterm_under_batched_traffic_answers_and_logs_every_accepted_request(
+    heavy: Settings, tmp_path: Path
+) -> None:
+    settings, server = served(heavy, tmp_path)
+    server.start()
+    record = HOUSING.iloc[0].to_dict()
+    answered: list[str] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    r = session.post(f"{server.url}/predict/housing", json=record, timeout=30)
+                except requests.ConnectionError:
+                    return  # the server stopped taking requests
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    answered.append(r.json()["prediction_id"])
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)  # batches are forming
+    code = server.stop()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    print(f"{len(answered)} answered before the stop; statuses {sorted(set(statuses))}")
+    assert code in (0, -signal.SIGTERM)
+    assert len(answered) > 100 and set(statuses) <= {200, 503}
+    with sqlite3.connect(settings.effective_database_url.removeprefix("sqlite:///")) as conn:
+        logged = {row[0] for row in conn.execute("SELECT id FROM predictions")}
+    assert set(answered) <= logged  # every answered prediction is in the log
