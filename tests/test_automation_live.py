@@ -131,7 +131,7 @@ def drive(
 
 def wait_served(server: LiveServer, model: str, version: str, timeout_s: float = 30) -> None:
     """Until 20 times in a row ``version`` answers a prediction and the model's description
-    shows it as champion with no challenger traffic. Each request opens a new connection,
+    shows it as champion with no challenger or shadow traffic. Each request opens a new connection,
     so either worker may take it; a worker that has not yet polled the change (every
     reload interval) breaks the streak."""
     features, _ = row(model, random.Random(3))
@@ -144,6 +144,7 @@ def wait_served(server: LiveServer, model: str, version: str, timeout_s: float =
         settled = (
             r.json()["version"] == version == info["version"]
             and info["traffic"]["challenger_percent"] == 0
+            and info["traffic"]["shadow_percent"] == 0
         )
         streak = streak + 1 if settled else 0
 
