@@ -115,6 +115,32 @@ def constant_tree(value: float, count: float) -> TreeArrays:
     )  # fmt: skip
 
 
+def _lightgbm_tree(root: dict[str, Any]) -> TreeArrays | None:
+    """One tree of LightGBM's ``dump_model()`` as node arrays; None for a split the kernel
+    cannot reproduce (categorical, or zero treated as missing)."""
+    columns: dict[str, list[Any]] = {k: [] for k in TreeArrays._fields}
+    stack: list[tuple[dict[str, Any], int, str]] = [(root, -1, "")]
+    while stack:
+        node, parent, side = stack.pop()
+        i = len(columns["left"])
+        if parent >= 0:
+            columns[side][parent] = i
+        for key, empty in zip(TreeArrays._fields, (-1, -1, 0, 0.0, 0.0, 0.0)):
+            columns[key].append(empty)
+        if "split_index" not in node:
+            columns["value"][i] = float(node["leaf_value"])
+            columns["cover"][i] = float(node.get("leaf_count", 0))
+            continue
+        if node.get("decision_type") != "<=" or node.get("missing_type") not in ("None", "NaN"):
+            return None
+        columns["feature"][i] = int(node["split_feature"])
+        columns["threshold"][i] = float(node["threshold"])
+        columns["cover"][i] = float(node.get("internal_count", 0))
+        stack.append((node["right_child"], i, "right"))
+        stack.append((node["left_child"], i, "left"))
+    return TreeArrays(*(np.array(columns[k]) for k in TreeArrays._fields))
+
+
 @dataclass(frozen=True)
 class Forest:
     feature: np.ndarray  # int32, per node
@@ -143,63 +169,16 @@ class Forest:
         if _kernel() is None:
             return None
         dump = booster.dump_model()
-        n_outputs = int(dump["num_tree_per_iteration"])
-        objective = str(dump.get("objective", ""))
-        transform = _transform(objective, n_outputs)
-        if transform is None or dump.get("average_output"):
+        if dump.get("average_output"):
             return None
-        feature: list[int] = []
-        threshold: list[float] = []
-        child: list[int] = []
-        value: list[float] = []
-        roots: list[int] = []
-        depth: list[int] = []
-        count: list[float] = []
-
-        def add_leaf() -> int:
-            i = len(feature)
-            feature.append(0)
-            threshold.append(np.inf)
-            child.append(i)
-            value.append(0.0)
-            count.append(0.0)
-            return i
-
-        for tree in dump["tree_info"]:
-            roots.append(add_leaf())
-            deepest = 0
-            stack = [(tree["tree_structure"], roots[-1], 0)]
-            while stack:
-                node, i, level = stack.pop()
-                deepest = max(deepest, level)
-                if "split_index" not in node:
-                    value[i] = float(node["leaf_value"])
-                    count[i] = float(node.get("leaf_count", 0))
-                    continue
-                count[i] = float(node.get("internal_count", 0))
-                if node.get("decision_type") != "<=" or node.get("missing_type") not in (
-                    "None",
-                    "NaN",
-                ):
-                    return None  # categorical splits, or zero treated as missing
-                left = add_leaf()
-                add_leaf()  # its right sibling, at left + 1
-                feature[i], threshold[i], child[i] = node["split_feature"], node["threshold"], left
-                stack.append((node["left_child"], left, level + 1))
-                stack.append((node["right_child"], left + 1, level + 1))
-            depth.append(deepest)
-        return cls(
-            feature=np.array(feature, dtype=np.int32),
-            threshold=np.array(threshold, dtype=np.float64),
-            child=np.array(child, dtype=np.int32),
-            value=np.array(value, dtype=np.float64),
-            roots=np.array(roots, dtype=np.int32),
-            depth=np.array(depth, dtype=np.int32),
-            n_features=int(dump["max_feature_idx"]) + 1,
-            n_outputs=n_outputs,
-            transform=transform,
-            objective=objective,
-            count=np.array(count, dtype=np.float64),
+        trees = [_lightgbm_tree(tree["tree_structure"]) for tree in dump["tree_info"]]
+        if any(tree is None for tree in trees):
+            return None  # categorical splits, or zero treated as missing
+        return cls.from_trees(
+            trees,  # type: ignore[arg-type]
+            int(dump["max_feature_idx"]) + 1,
+            int(dump["num_tree_per_iteration"]),
+            str(dump.get("objective", "")),
         )
 
     @classmethod
