@@ -245,7 +245,7 @@ class Automation:
         if info is None or info.tags.get("gate_decision") not in rollout.sequence:
             return
         if "shadow" in rollout.sequence and not info.tags.get("shadow_decision"):
-            self._start_shadow(spec, rollout, challenger, champion, info.tags, state)
+            self._start_shadow(spec, rollout, challenger, champion, state)
         elif (
             "canary" in rollout.sequence
             and not info.tags.get("canary_decision")
@@ -261,6 +261,13 @@ class Automation:
             state.canary = None
             self._no_canary(name)
 
+    def _stage(self, challenger: str, champion: str) -> CanaryState:
+        """A live stage starting now: judged on predictions logged after this point."""
+        return CanaryState(
+            version=challenger, champion=champion, started_at=time.time(),
+            after_seq=self.log.last_seq(),
+        )  # fmt: skip
+
     def _start_canary(
         self,
         spec: ModelSpec,
@@ -273,12 +280,7 @@ class Automation:
     ) -> None:
         name = spec.name
         self.lifecycle.set_traffic(name, rollout.canary_percent)
-        state.canary = CanaryState(
-            version=challenger,
-            champion=champion,
-            started_at=time.time(),
-            after_seq=self.log.last_seq(),
-        )
+        state.canary = self._stage(challenger, champion)
         self.events.record(
             name,
             "canary_started",
@@ -300,15 +302,9 @@ class Automation:
         rollout: RolloutSpec,
         challenger: str,
         champion: str,
-        tags: dict[str, str],
         state: AutomationState,
     ) -> None:
-        state.shadow = CanaryState(
-            version=challenger,
-            champion=champion,
-            started_at=time.time(),
-            after_seq=self.log.last_seq(),
-        )
+        state.shadow = self._stage(challenger, champion)
         then = " then a canary" if "canary" in rollout.sequence else ""
         self.lifecycle.set_shadow(
             spec.name,
