@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,16 +47,23 @@ DATA = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    workdir = tmp_path_factory.mktemp("automation")
+def automated_server(
+    small: Small,
+    workdir: Path,
+    blocks: dict[str, dict[str, Any]],
+    tolerance: float,
+    keys: list[dict[str, Any]],
+    edit: Callable[[str, dict[str, Any]], None] = lambda name, raw: None,
+) -> LiveServer:
+    """Two workers over a copy of the small store, each spec with its ``automation`` block,
+    a gate ``tolerance`` and ``edit`` applied; the automation's clock compressed."""
     specs = write_small_specs(workdir / "specs")
-    for name, block in AUTOMATION.items():
+    for name, block in blocks.items():
         path = specs / f"{name}.yaml"
         raw = yaml.safe_load(path.read_text())
         raw["automation"] = block
-        # Feedback rows join iris's training split: allow the test score to move a little.
-        raw["quality_gate"] = {"tolerance": 0.1}
+        raw["quality_gate"] = {"tolerance": tolerance}
+        edit(name, raw)
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
     settings = make_settings(
         workdir,
@@ -65,14 +73,23 @@ def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     )
     env = {
         "PREDICT_ADMIN_TOKEN": TOKEN,
-        # A read-only key closes the read scope; predictions and feedback stay open.
-        "PREDICT_API_KEYS": json.dumps([{"name": "reader", "key": READER, "scopes": ["read"]}]),
+        "PREDICT_API_KEYS": json.dumps(keys),
         "PREDICT_LOGS_DIR": str(workdir / "logs"),
         "PREDICT_RELOAD_INTERVAL_S": "1",
         "PREDICT_AUTOMATION_INTERVAL_S": "0.5",
         "PREDICT_AUTOMATION_LEASE_S": "5",
     }
-    live = LiveServer(settings, workdir / "server.log", workers=2, **env).start()
+    return LiveServer(settings, workdir / "server.log", workers=2, **env).start()
+
+
+@pytest.fixture(scope="module")
+def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # Feedback rows join iris's training split: allow the test score to move a little. A
+    # read-only key closes the read scope; predictions and feedback stay open.
+    live = automated_server(
+        small, tmp_path_factory.mktemp("automation"), AUTOMATION, 0.1,
+        [{"name": "reader", "key": READER, "scopes": ["read"]}],
+    )  # fmt: skip
     yield live
     live.stop()
 

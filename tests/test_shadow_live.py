@@ -6,21 +6,19 @@ send ground truth."""
 
 from __future__ import annotations
 
-import json
-import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from prediction_service.settings import Settings
 from prediction_service.training.pipeline import TrainingResult
-from tests.conftest import ROOT, make_settings, registry_copy, write_small_specs
+from tests.conftest import ROOT
 from tests.live import LiveServer
-from tests.test_automation_live import AUTH, events, row, timeline, wait_served
+from tests.test_automation_live import automated_server
+from tests.test_automation_live import drive as drive_with
+from tests.test_automation_live import timeline, wait_served
 
 pytestmark = pytest.mark.live
 
@@ -31,7 +29,6 @@ SHADOW = {"mode": "shadow", "min_labels": 30, "max_duration_s": 900}
 @pytest.fixture(scope="module")
 def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("shadow")
-    specs = write_small_specs(workdir / "specs")
     # housing's next version learns from mislabelled targets (a unit too high): worse on the
     # truth, which the gate cannot see (it scores both versions on the same wrong rows).
     frame = pd.read_csv(ROOT / "data" / "housing_raw.csv")
@@ -42,53 +39,20 @@ def server(small: Small, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
                  "training_data": {"include_feedback": True}, "rollout": SHADOW},
         "housing": {"triggers": {"schedule_s": 2}, "cooldown_s": 3600, "rollout": SHADOW},
     }  # fmt: skip
-    for name, block in blocks.items():
-        path = specs / f"{name}.yaml"
-        raw = yaml.safe_load(path.read_text())
-        raw["automation"] = block
-        raw["quality_gate"] = {"tolerance": 0.5}
+
+    def mislabelled(name: str, raw: dict[str, Any]) -> None:
         if name == "housing":
             raw["data"]["path"] = str(workdir / "housing_mislabelled.csv")
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    settings = make_settings(
-        workdir,
-        specs_dir=specs,
-        tracking_uri=registry_copy(small, workdir),
-        artifact_root=small[0].artifact_path,
-    )
-    env = {
-        "PREDICT_ADMIN_TOKEN": AUTH["Authorization"].removeprefix("Bearer "),
-        "PREDICT_API_KEYS": json.dumps([]),
-        "PREDICT_LOGS_DIR": str(workdir / "logs"),
-        "PREDICT_RELOAD_INTERVAL_S": "1",
-        "PREDICT_AUTOMATION_INTERVAL_S": "0.5",
-        "PREDICT_AUTOMATION_LEASE_S": "5",
-    }
-    live = LiveServer(settings, workdir / "server.log", workers=2, **env).start()
+
+    live = automated_server(small, workdir, blocks, 0.5, [], mislabelled)
     yield live
     live.stop()
 
 
-def drive(server: LiveServer, model: str, until: set[str], timeout_s: float = 240) -> Any:
+def drive(server: LiveServer, model: str, until: set[str]) -> Any:
     """Predict and send the true value until one of ``until`` appears; every answer is the
     champion's. Returns the events and the versions that answered."""
-    rng = random.Random(11)
-    answered, n = [], 0
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        features, truth = row(model, rng)
-        r = server.post(f"/predict/{model}", json=features)
-        assert r.status_code == 200, r.text
-        out = r.json()
-        answered.append(out["version"])
-        feedback = {"prediction_id": out["prediction_id"], "actual": truth}
-        assert server.post("/feedback", json=feedback).status_code == 200
-        n += 1
-        if n % 10 == 0:
-            seen = events(server, model)
-            if {e["type"] for e in seen} & until:
-                return seen, answered
-    raise AssertionError(f"no {until} within {timeout_s} s:\n{timeline(server, model)}")
+    return drive_with(server, model, lambda _prediction, _version, truth: truth, until)
 
 
 def test_a_scheduled_retrain_is_shadowed_and_promoted_on_labelled_pairs(
