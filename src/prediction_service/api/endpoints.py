@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,26 +35,13 @@ from prediction_service.errors import (
     ServiceError,
 )
 from prediction_service.metrics import Metrics
-from prediction_service.protocols.base import (
-    JSON_CONTENT,
-    Call,
-    Endpoint,
-    Protocol,
-    Reply,
-    Started,
-    answer_here,
-    resume,
-    start,
-)
+from prediction_service.protocols.base import JSON_CONTENT, Call, Endpoint, Protocol, Reply, answer
 from prediction_service.serving.predictions import PredictionService
 
 log = logging.getLogger(__name__)
 
 # One record's body; a batch's limit is PREDICT_MAX_BODY_BYTES.
 RECORD_BODY = 64 * 1024
-# Bodies up to this size are decoded and predicted on the event loop; larger ones (batches)
-# in a worker thread, so a big batch never stalls the single-row requests behind it.
-INLINE_BODY = 16 * 1024
 # A FastAPI route's body (feedback, promote, retrain, traffic): small JSON objects.
 ROUTE_BODY = 64 * 1024
 # How long a body waits for room in the budget before it is refused.
@@ -215,16 +201,15 @@ class EndpointRouter:
         call = Call(
             dict(target.params), body, content_type, scope.get("request_id"), scope["headers"]
         )
+        if tracing.enabled:
+            trace = tracing.current()
+            if trace is not None:
+                trace.handler = time.time_ns()
         try:
-            if len(body) <= INLINE_BODY and endpoint.inline:
-                answered = self.answer(target, call)
-                # A batched version's model call: awaited, the loop serving others meanwhile.
-                if isinstance(answered, Reply):
-                    reply = answered
-                else:
-                    reply = await self.resume(target, call, answered)
-            else:
-                reply = await run_in_threadpool(self.answer_here, target, call)
+            try:
+                reply = await answer(endpoint, self.service, call)
+            except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
+                reply = self._failed(target, call, exc)
         except asyncio.CancelledError:
             # The server's graceful shutdown ran out while this request was still being
             # answered: say so in the protocol's shape, not uvicorn's plain-text 500.
@@ -316,35 +301,6 @@ class EndpointRouter:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, self._allow(scope, send))
-
-    def answer(self, target: Target, call: Call) -> Reply | Started:
-        """The reply, or the handler waiting for a batched model call (``resume``)."""
-        self._mark()
-        try:
-            return start(target.endpoint.handle, self.service, call)
-        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
-            return self._failed(target, call, exc)
-
-    async def resume(self, target: Target, call: Call, started: Started) -> Reply:
-        try:
-            return await resume(started)
-        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
-            return self._failed(target, call, exc)
-
-    def answer_here(self, target: Target, call: Call) -> Reply:
-        """The reply, made in this (worker) thread."""
-        self._mark()
-        try:
-            return answer_here(target.endpoint.handle, self.service, call)
-        except Exception as exc:  # noqa: BLE001 - an error reply, never a stack trace
-            return self._failed(target, call, exc)
-
-    @staticmethod
-    def _mark() -> None:
-        if tracing.enabled:
-            trace = tracing.current()
-            if trace is not None:
-                trace.handler = time.time_ns()
 
     def _failed(self, target: Target, call: Call, exc: Exception) -> Reply:
         if isinstance(exc, ServiceError):

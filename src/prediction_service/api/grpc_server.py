@@ -16,22 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
-from anyio.to_thread import run_sync
 
 from prediction_service import tracing
 from prediction_service.access import AuthError
-from prediction_service.api.endpoints import INLINE_BODY
 from prediction_service.core import Core
 from prediction_service.errors import ServiceError
-from prediction_service.protocols.base import (
-    Call,
-    Endpoint,
-    Protocol,
-    Reply,
-    answer_here,
-    resume,
-    start,
-)
+from prediction_service.protocols.base import Call, Endpoint, Protocol, answer
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +74,7 @@ class EndpointHandler(grpc.GenericRpcHandler):
         async def behaviour(body: bytes, context: Any) -> bytes:
             call = Call({}, body, headers=_metadata(context))
             if not tracing.enabled:
-                return await answer(call, context)
+                return await respond(call, context)
             trace = tracing.start(
                 endpoint.path.lstrip("/"), call.headers,
                 {"rpc.system": "grpc", "rpc.method": endpoint.path},
@@ -93,7 +83,7 @@ class EndpointHandler(grpc.GenericRpcHandler):
             error = None
             try:
                 trace.handler = time.time_ns()
-                return await answer(call, context)
+                return await respond(call, context)
             except BaseException as exc:
                 error = f"{type(exc).__name__}: {context.code() or exc}"
                 raise
@@ -102,20 +92,14 @@ class EndpointHandler(grpc.GenericRpcHandler):
                 trace.set(**{"rpc.grpc.status_code": code.value[0] if code else 0})
                 tracing.finish(trace, error)
 
-        async def answer(call: Call, context: Any) -> bytes:
+        async def respond(call: Call, context: Any) -> bytes:
             try:
                 if sum(name == b"authorization" for name, _ in call.headers) > 1:
                     raise AuthError("send one authorization entry, not several", 400)
                 if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
                     client = peer_address(context.peer() or "")
                     core.access.check(endpoint.scope, call.header(b"authorization"), client)
-                if len(call.body) <= INLINE_BODY and endpoint.inline:
-                    answered = start(endpoint.handle, core.predictions, call)
-                    # A batched version's model call: awaited, the loop serving others.
-                    reply = answered if isinstance(answered, Reply) else await resume(answered)
-                else:
-                    reply = await run_sync(answer_here, endpoint.handle, core.predictions, call)
-                return reply.body
+                return (await answer(endpoint, core.predictions, call)).body
             except ServiceError as exc:
                 if endpoint.predicts:
                     model = call.params.get("model")

@@ -15,10 +15,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from anyio.to_thread import run_sync
 from pydantic import BaseModel
 
 from prediction_service.errors import ServiceError
-from prediction_service.serving.batching import ModelCall, Steps, finish, run
+from prediction_service.serving.batching import Steps, finish, run
 from prediction_service.serving.codec import FeatureCodec
 from prediction_service.serving.predictions import PredictionService
 
@@ -134,25 +135,27 @@ class Endpoint:
         return self.path
 
 
-Started = tuple[Steps[Reply], ModelCall]
+# Bodies up to this size are decoded and predicted on the event loop; larger ones (batches)
+# in a worker thread, so a big batch never stalls the single-row requests behind it.
+INLINE_BODY = 16 * 1024
 
 
-def start(handle: Handler, service: PredictionService, call: Call) -> Reply | Started:
-    """Run ``handle`` up to its first model call: its reply, or its steps and that call
-    (which ``resume`` awaits). Errors are raised as the handler raised them."""
-    result = handle(service, call)
+async def answer(endpoint: Endpoint, service: PredictionService, call: Call) -> Reply:
+    """``endpoint``'s reply to ``call``, whichever transport it came by: made on the event
+    loop for a small body (a batched version's model call awaited there, the loop serving
+    other requests meanwhile), else in a worker thread. Errors raise as the handler raised
+    them; the transport answers them in the protocol's shape."""
+    if len(call.body) > INLINE_BODY or not endpoint.inline:
+        return await run_sync(answer_here, endpoint.handle, service, call)
+    result = endpoint.handle(service, call)
     if type(result) is Reply:
         return result
     steps: Steps[Reply] = result  # type: ignore[assignment]
     try:
-        return steps, next(steps)
+        first = next(steps)
     except StopIteration as stop:
         return stop.value
-
-
-async def resume(started: Started) -> Reply:
-    """The reply of a handler ``start`` left waiting for its model call."""
-    return await finish(*started)
+    return await finish(steps, first)
 
 
 def answer_here(handle: Handler, service: PredictionService, call: Call) -> Reply:
