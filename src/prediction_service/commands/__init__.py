@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (_command("train"), "train models from their specs and register the best"),
     "migrate": (_command("migrate"), "bring the prediction database's schema to the latest"),
     "specs": (_command("specs"), "validate the model specs and list them"),
+    "score": (_command("score"), "score a file of any size offline (local or Spark engine)"),
 }
 
 

@@ -124,28 +124,23 @@ def record_events(settings: Settings, outcomes: list[TrainingOutcome]) -> None:
     database being down costs the events, said on stderr, never the training."""
     if not outcomes:
         return
-    from prediction_service.metrics import Metrics
-    from prediction_service.storage.db import make_engine, migrate
-    from prediction_service.storage.events import EventStore
+    from prediction_service.storage.events import standalone
 
-    try:
-        engine = make_engine(settings.effective_database_url)
-        migrate(engine)
-    except Exception as exc:  # noqa: BLE001 - the models are trained and registered
-        print(f"warning: events not recorded (prediction database: {exc})", file=sys.stderr)
-        return
-    events = EventStore(engine, Metrics())
-    for o in outcomes:
-        details = {"source": "train command", "run_id": o.run_id, "metrics": o.metrics}
-        state = "the champion" if o.promoted else "the challenger" if o.rollout else "not champion"
-        reason = f"version {o.version} registered by the train command, {state}: {o.reason}"
-        events.record(o.model, "retrain_succeeded", reason, o.version, details)
-        if o.promoted:
-            events.record(
-                o.model, "promoted", f"the quality gate (train command): {o.reason}", o.version,
-                details,
-            )  # fmt: skip
-    engine.dispose()
+    with standalone(settings.effective_database_url) as events:
+        if events is None:
+            return
+        for o in outcomes:
+            details = {"source": "train command", "run_id": o.run_id, "metrics": o.metrics}
+            state = (
+                "the champion" if o.promoted else "the challenger" if o.rollout else "not champion"
+            )
+            reason = f"version {o.version} registered by the train command, {state}: {o.reason}"
+            events.record(o.model, "retrain_succeeded", reason, o.version, details)
+            if o.promoted:
+                events.record(
+                    o.model, "promoted", f"the quality gate (train command): {o.reason}",
+                    o.version, details,
+                )  # fmt: skip
 
 
 def job_store(settings: Settings) -> JobStore:

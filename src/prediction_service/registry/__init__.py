@@ -1,6 +1,6 @@
 """The MLflow registry and tracking store. The only package that imports ``mlflow``."""
 
 from prediction_service.registry.store import ModelVersionInfo, Registry
-from prediction_service.registry.tracking import TrainingRecorder
+from prediction_service.registry.tracking import RunRecorder
 
-__all__ = ["ModelVersionInfo", "Registry", "TrainingRecorder"]
+__all__ = ["ModelVersionInfo", "Registry", "RunRecorder"]

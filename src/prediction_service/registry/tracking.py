@@ -1,4 +1,5 @@
-"""Recording one training in MLflow: parent run, nested candidate runs, model, registration."""
+"""Recording one run in MLflow: a training (nested candidate runs, model, registration) or
+an offline scoring job."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-class TrainingRecorder:
-    """Use as a context manager around one training of one model."""
+class RunRecorder:
+    """Use as a context manager around one training of one model, or one scoring job."""
 
     def __init__(self, registry: Registry, experiment: str, run_name: str) -> None:
         self.registry = registry
@@ -42,7 +43,7 @@ class TrainingRecorder:
         self.run_id = ""
         self.experiment_id = ""
 
-    def __enter__(self) -> TrainingRecorder:
+    def __enter__(self) -> RunRecorder:
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
             exp_id = mlflow.create_experiment(

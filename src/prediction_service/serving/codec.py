@@ -298,6 +298,49 @@ class FeatureCodec:
         records = [dict(zip(self.names, row)) for row in rows]
         raise self._explain(self._many, records, None, where, "invalid values")
 
+    # -- a table, row by row (offline scoring) ------------------------------------------
+    def screen(self, X: np.ndarray, missing: np.ndarray, not_number: np.ndarray) -> np.ndarray:
+        """Why each row of a table cannot be predicted (None where it can), by the rules a
+        request is held to: a value for every feature, a finite number, an integer where
+        the feature is one, inside the feature's range.
+
+        ``X`` is (rows, features) float64 in the spec's order; ``missing`` and
+        ``not_number`` mark the cells the reader found empty or could not read as a number
+        (their ``X`` is NaN). A row's reason names every failing feature, without its
+        value, so that reasons can be counted."""
+        bad = missing | not_number | ~np.isfinite(X)
+        with np.errstate(invalid="ignore"):
+            bad |= (X < self._lower) | (X > self._upper)
+            if self._ints:
+                part = X[:, self._ints]
+                bad[:, self._ints] |= part != np.floor(part)
+        reasons = np.full(len(X), None, dtype=object)
+        rows = np.flatnonzero(bad.any(axis=1))
+        if len(rows) == 0:
+            return reasons
+        for i, row in zip(rows.tolist(), X[rows].tolist()):
+            reasons[i] = "; ".join(
+                f"{name}: {self._why(v, missing[i, j], not_number[i, j], self._rules[j])}"
+                for j, (name, v) in enumerate(zip(self.names, row))
+                if bad[i, j]
+            )
+        return reasons
+
+    @staticmethod
+    def _why(v: float, missing: bool, not_number: bool, rule: tuple[float, float, bool]) -> str:
+        low, high, integer = rule
+        if missing:
+            return "missing"
+        if not_number:
+            return "not a number"
+        if not math.isfinite(v):
+            return "not finite"
+        if v < low:
+            return f"below the minimum {low:g}"
+        if v > high:
+            return f"above the maximum {high:g}"
+        return "not an integer" if integer else "invalid"
+
     # -- checks ------------------------------------------------------------------------
     def _check_rows(self, rows: Any) -> None:
         if not isinstance(rows, (list, np.ndarray)) or len(rows) == 0:

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from prediction_service.errors import ModelNotLoadedError, NotFoundError, Unknow
 from prediction_service.metrics import Metrics
 from prediction_service.predictors import explainers
 from prediction_service.predictors.explainers import Explainer
-from prediction_service.predictors.portable import PredictFn, from_bundle, make_predictor
+from prediction_service.predictors.portable import Arrays, PredictFn, from_bundle, make_predictor
 from prediction_service.registry import ModelVersionInfo, Registry
 from prediction_service.registry.store import BACKGROUND_FILE, PREDICTOR_FILE, REFERENCE_FILE
 from prediction_service.serving.batching import Batcher, row_cost
@@ -39,6 +39,80 @@ def warmup_rows(spec: ModelSpec, n: int = 16) -> np.ndarray:
     lows = np.array([f.min for f in spec.features])
     highs = np.array([f.max for f in spec.features])
     return np.asarray(lows + rng.random((n, len(lows))) * (highs - lows))
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """One version's predictor, loaded as the service loads it, and what it was built from:
+    the portable arrays (``bundle``) or, without them, the native model."""
+
+    spec: ModelSpec
+    info: ModelVersionInfo
+    predict: PredictFn  # (n, features) -> (n,) values or (n, classes) probabilities
+    kind: str  # "portable", "direct" (made portable at load) or "estimator"
+    classes: tuple[str, ...] | None
+    bundle: Arrays | None = None
+    native: Any = None
+
+    def rebuilt(self) -> Predictor:
+        """The same predictor made again from its parts (in another process: the native
+        kernel's arrays are addressed by pointer, so a predictor is shipped as its parts)."""
+        if self.bundle is not None:
+            loaded = from_bundle(self.bundle)
+            if loaded is None:
+                raise RuntimeError(f"{self.info.name} version {self.info.version}: the portable "
+                                   "predictor does not reproduce its check rows here")  # fmt: skip
+            return replace(self, predict=loaded[0])
+        return replace(self, predict=make_predictor(self.native, self.spec.task,
+                                                    warmup_rows(self.spec))[0])  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "predict": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        object.__setattr__(self, "predict", self.rebuilt().predict)
+
+
+def load_predictor(registry: Registry, spec: ModelSpec, version: str) -> Predictor:
+    """``version`` of ``spec``'s model, warmed: from its portable form when it has one that
+    reproduces its check rows, else from its MLflow flavour (made portable if it can be)."""
+    info = registry.version_info(spec.registered_name, version)
+    sample = warmup_rows(spec)
+    bundle, loaded = _from_bundle(registry, info)
+    if bundle is not None and loaded is not None:
+        out = Predictor(spec, info, loaded[0], "portable", loaded[1], bundle=bundle)
+    else:
+        native: Any = registry.load_model(spec.registered_name, version)
+        predict, kind = make_predictor(native, spec.task, sample)
+        classes = tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
+        out = Predictor(spec, info, predict, kind, classes, native=native)
+    out.predict(sample[:1])  # warm: first call pays lazy initialisation
+    return out
+
+
+def _from_bundle(
+    registry: Registry, info: ModelVersionInfo
+) -> tuple[Any, tuple[PredictFn, tuple[str, ...] | None] | None]:
+    """The version's portable form and the predictor built from it (each may be None)."""
+    if not info.run_id:
+        return None, None
+    try:
+        bundle = registry.load_run_arrays(info.run_id, PREDICTOR_FILE)
+    except Exception as exc:  # noqa: BLE001 - the native flavour still serves
+        log.warning(
+            "%s version %s: portable predictor unreadable: %s", info.name, info.version, exc
+        )
+        return None, None
+    loaded = from_bundle(bundle) if bundle is not None else None
+    if bundle is not None and loaded is None:
+        log.warning(
+            "%s version %s: portable predictor does not reproduce its check rows; "
+            "loading the native model",
+            info.name,
+            info.version,
+        )
+    return bundle, loaded
 
 
 @dataclass(frozen=True)
@@ -168,19 +242,9 @@ class ModelStore:
         """Load and warm one version without serving it."""
         spec = self.spec(name)
         started = time.perf_counter()
-        info = self.registry.version_info(spec.registered_name, version)
-        sample = warmup_rows(spec)
-        bundle, loaded = self._from_bundle(info)
-        if bundle is not None and loaded is not None:
-            (predict, classes), kind = loaded, "portable"
-        else:
-            native: Any = self.registry.load_model(spec.registered_name, version)
-            predict, kind = make_predictor(native, spec.task, sample)
-            classes = (
-                tuple(str(c) for c in native.classes_) if spec.task == "classification" else None
-            )
-        predict(sample[:1])  # warm: first call pays lazy initialisation
-        explainer, unexplained = self.explainer_for(spec, info, bundle if loaded else None, predict)
+        loaded = load_predictor(self.registry, spec, version)
+        info, predict, sample = loaded.info, loaded.predict, warmup_rows(spec)
+        explainer, unexplained = self.explainer_for(spec, info, loaded.bundle, predict)
         batcher, batching = self._batcher(spec, version, predict, sample[:1])
         explain_row_s = 0.0
         if explainer is not None:
@@ -199,8 +263,8 @@ class ModelStore:
             version=version,
             info=info,
             predict=predict,
-            predictor_kind=kind,
-            classes=classes,
+            predictor_kind=loaded.kind,
+            classes=loaded.classes,
             loaded_at=time.time(),
             load_seconds=time.perf_counter() - started,
             reference=reference,
@@ -277,29 +341,6 @@ class ModelStore:
             return None
         log.info("%s version %s: background drawn from %s", spec.name, info.version, spec.data.path)
         return explainers.background_rows(frame.to_numpy(dtype=np.float64))
-
-    def _from_bundle(
-        self, info: ModelVersionInfo
-    ) -> tuple[Any, tuple[PredictFn, tuple[str, ...] | None] | None]:
-        """The version's portable form and the predictor built from it (each may be None)."""
-        if not info.run_id:
-            return None, None
-        try:
-            bundle = self.registry.load_run_arrays(info.run_id, PREDICTOR_FILE)
-        except Exception as exc:  # noqa: BLE001 - the native flavour still serves
-            log.warning(
-                "%s version %s: portable predictor unreadable: %s", info.name, info.version, exc
-            )
-            return None, None
-        loaded = from_bundle(bundle) if bundle is not None else None
-        if bundle is not None and loaded is None:
-            log.warning(
-                "%s version %s: portable predictor does not reproduce its check rows; "
-                "loading the native model",
-                info.name,
-                info.version,
-            )
-        return bundle, loaded
 
     def serve(self, model: ServedModel) -> ServedModel | None:
         """Swap ``model`` in; returns the one it replaced."""

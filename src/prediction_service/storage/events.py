@@ -4,7 +4,9 @@ promoted, rolled back) and why, shared by every worker and replica."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ from sqlalchemy import Engine, insert, select
 
 from prediction_service.domain import EVENT_TYPES, EventType, ModelEvent
 from prediction_service.metrics import Metrics
-from prediction_service.storage.db import EventRecord, utc_iso
+from prediction_service.storage.db import EventRecord, make_engine, migrate, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,24 @@ class EventStore:
             stmt = stmt.where(EventRecord.type.in_(types))
         with self.engine.connect() as conn:
             return [_event(r._mapping) for r in conn.execute(stmt)]
+
+
+@contextmanager
+def standalone(database_url: str) -> Iterator[EventStore | None]:
+    """The event log for a command run outside the service (training, offline scoring).
+    None, and a warning on stderr, when the prediction database cannot be reached: the
+    command's own work is done, and losing its events must not undo it."""
+    try:
+        engine = make_engine(database_url)
+        migrate(engine)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: events not recorded (prediction database: {exc})", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield EventStore(engine, Metrics())
+    finally:
+        engine.dispose()
 
 
 def _event(row: Any) -> ModelEvent:

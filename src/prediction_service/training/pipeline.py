@@ -18,7 +18,7 @@ from prediction_service.data import load_dataset
 from prediction_service.domain import TrainingOutcome
 from prediction_service.predictors import explainers
 from prediction_service.predictors.portable import estimator_predict, to_bundle
-from prediction_service.registry import Registry, TrainingRecorder
+from prediction_service.registry import Registry, RunRecorder
 from prediction_service.registry.store import (
     BACKGROUND_FILE,
     CHALLENGER,
@@ -182,7 +182,7 @@ def run_training(
     results: list[CandidateResult] = []
     fitted: dict[str, Any] = {}
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with TrainingRecorder(registry, spec.name, run_name) as rec, warnings.catch_warnings():
+    with RunRecorder(registry, spec.name, run_name) as rec, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*feature names.*")
         warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
         chosen_params: dict[str, dict[str, Any]] = {}
