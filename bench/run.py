@@ -303,6 +303,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench import shadow_cost
 
     result["shadow"] = shadow_cost.measure(env, args.rounds, args.seconds)
+
+    # -- offline scoring: 2 million rows, against mlflow models predict and spark_udf --------
+    from bench import scoring
+
+    result["scoring"] = scoring.measure(env, args.scoring_rows, args.rounds)
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -454,6 +459,10 @@ def markdown(r: dict[str, Any]) -> str:
 
         lines += ["", "A shadow of 100% of traffic (c=8, alternating on one server):", "",
                   shadow_cost.table(r["shadow"])]  # fmt: skip
+    if "scoring" in r:
+        from bench import scoring
+
+        lines += ["", scoring.table(r["scoring"]).rstrip("\n")]
     cs, rss = r["cold_start_s"], r["rss_mb"]
     lw = r["log_write"]
     lines += [
@@ -481,6 +490,8 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="alternating runs per point against MLServer"
     )
+    parser.add_argument("--scoring-rows", type=int, default=2_000_000,
+                        help="rows of the offline scoring input")  # fmt: skip
     args = parser.parse_args()
     for program, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if not shutil.which(program):

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"data", "predictors", "registry", "storage"},
     {"settings"},
     {"access", "serving", "training"},
-    {"protocols"},
+    {"protocols", "batch"},  # the online and the offline way to the model
     {"core"},
     {"api"},
     {"commands"},

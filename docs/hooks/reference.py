@@ -26,6 +26,7 @@ COMMANDS = [
     ["prediction-service"],
     ["prediction-service", "serve"],
     ["prediction-service", "train"],
+    ["prediction-service", "score"],
     ["prediction-service", "specs"],
     ["prediction-service", "migrate"],
     ["train_housing.py"],
