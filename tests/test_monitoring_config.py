@@ -52,7 +52,7 @@ def test_promtool_unit_tests_cover_every_alert() -> None:
     }
     assert fired == alerts, alerts - fired
     assert alerts - quiet <= {"LiveQualityLow"}  # its firing test holds a non-firing series too
-    assert len(alerts) == 11
+    assert len(alerts) == 13
 
 
 def test_every_alert_has_summary_description_and_severity() -> None:

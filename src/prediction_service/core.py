@@ -29,6 +29,7 @@ from prediction_service.serving.lifecycle import ModelLifecycle
 from prediction_service.serving.model_store import ModelStore
 from prediction_service.serving.monitoring import Monitor
 from prediction_service.serving.predictions import PredictionService
+from prediction_service.serving.retention import LogRetention
 from prediction_service.serving.retrain import HEARTBEAT_S, RetrainRunner
 from prediction_service.settings import Settings
 from prediction_service.specs import ModelSpec, load_specs
@@ -58,6 +59,7 @@ class Core:
     retrain: RetrainRunner
     automation: Automation
     access: AccessControl
+    retention: LogRetention
     started_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _loops: list[threading.Thread] = field(default_factory=list)
@@ -92,6 +94,8 @@ class Core:
         self._every(HEARTBEAT_S, self.retrain.heartbeat)
         if self.automation.models:
             self._every(s.automation_interval_s, self.automation.tick)
+        if self.retention.active:
+            self._every(s.log_retention_interval_s, self.retention.tick)
         if self.metrics.multiprocess:
             # A scrape samples only the worker it reaches; the others must sample themselves.
             self._every(5.0, self.metrics.sample_process)
@@ -103,6 +107,8 @@ class Core:
             thread.join(10.0)
         if self.started:
             self.automation.release()
+            if self.retention.active:
+                self.retention.release()
         self.retrain.shutdown()
         self.predictions.shadows.close()  # its last rows go to the log, which closes next
         self.prediction_log.close()
@@ -164,9 +170,8 @@ def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
         store, codecs, prediction_log, metrics, work_limit_s=settings.graceful_timeout_s / 2
     )
     retrain = RetrainRunner(settings, JobStore(engine), lifecycle, metrics)
-    automation = Automation(
-        settings, retrain, monitor, predictions, LeaseStore(engine), StateStore(engine), metrics
-    )
+    leases, states = LeaseStore(engine), StateStore(engine)
+    automation = Automation(settings, retrain, monitor, predictions, leases, states, metrics)
     return Core(
         settings=settings,
         specs=specs,
@@ -181,4 +186,5 @@ def build_core(settings: Settings, metrics: Metrics | None = None) -> Core:
         retrain=retrain,
         automation=automation,
         access=AccessControl.from_settings(settings, metrics),
+        retention=LogRetention(engine, specs, settings, metrics, leases, states),
     )

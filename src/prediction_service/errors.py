@@ -107,6 +107,13 @@ class NotFoundError(ServiceError):
     reason = "not_found"
 
 
+class GoneError(ServiceError):
+    """What was asked for existed and has gone (a prediction moved to the archive)."""
+
+    status_code = 410
+    reason = "gone"
+
+
 class ConflictError(ServiceError):
     status_code = 409
     reason = "conflict"

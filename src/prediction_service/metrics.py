@@ -402,6 +402,47 @@ class Metrics:
             "one made.",
             registry=r,
         )
+        # -- the log's lifecycle: retention and archive (storage/archive.py) -----------------
+        self.log_retention = gauge(
+            "prediction_log_retention_seconds",
+            "How long the model's rows stay in the live table before they are archived (NaN: "
+            "kept until deleted by hand).",
+            ["model"],
+            "max",
+        )
+        self.log_live_rows = gauge(
+            "prediction_log_live_rows",
+            "Rows of the model in the live table, read at each retention run.",
+            ["model"],
+            "mostrecent",
+        )
+        self.log_oldest_age = gauge(
+            "prediction_log_oldest_row_age_seconds",
+            "Age of the model's oldest row in the live table, read at each retention run.",
+            ["model"],
+            "mostrecent",
+        )
+        self.log_archived_rows = declare(
+            Counter,
+            "prediction_log_archived_rows_total",
+            "Rows written to the archive (Parquet), verified, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.log_deleted_rows = declare(
+            Counter,
+            "prediction_log_deleted_rows_total",
+            "Rows deleted from the live table after their archive was verified, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.log_archive_failures = declare(
+            Counter,
+            "prediction_log_archive_failures_total",
+            "Retention runs that failed for a model (the rows stay live; the next run retries).",
+            ["model"],
+            registry=r,
+        )
         # -- the service processes (summed over workers) -----------------------------------
         self.memory = gauge(
             "service_resident_memory_bytes",

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from prediction_service.storage import prediction_log
+from prediction_service.specs import Duration
+from prediction_service.storage import archive, prediction_log
 
 
 class Settings(BaseSettings):
@@ -137,6 +138,28 @@ class Settings(BaseSettings):
         gt=0,
         description="longest wait before a partial batch is written",
     )
+    log_retention: Duration | None = Field(
+        default=None,
+        description="how long predictions stay in the live table (30d, 12h, 90m); older rows "
+        "are archived to Parquet and deleted. Unset: kept. A spec's serving.log_retention "
+        "overrides it for its model",
+    )
+    log_archive: str | None = Field(
+        default=None,
+        description="where archived predictions go: a folder (relative to home) or a URL "
+        "pyarrow's filesystems take (s3://bucket/prefix, gs://bucket/prefix); default "
+        "<logs_dir>/archive",
+    )
+    log_retention_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how often retention runs (one worker or replica at a time)",
+    )
+    log_archive_batch_rows: int = Field(
+        default=archive.DEFAULT_BATCH_ROWS,
+        ge=1,
+        description="rows archived and deleted per transaction (and per file at most)",
+    )
     reload_interval_s: float = Field(
         default=30.0, gt=0, description="how often each worker checks the registry aliases"
     )
@@ -224,6 +247,15 @@ class Settings(BaseSettings):
             "PREDICT_ARTIFACT_ROOT": str(self.artifact_path),
             "PREDICT_DATABASE_URL": self.effective_database_url,
         }
+
+    @property
+    def archive_location(self) -> str:
+        """``log_archive`` as a URL, or an absolute folder."""
+        if self.log_archive is None:
+            return str(self.logs_path / "archive")
+        if "://" in self.log_archive:
+            return self.log_archive
+        return str(self.resolve(Path(self.log_archive)))
 
     @property
     def effective_tracking_uri(self) -> str:

@@ -4,15 +4,57 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 from prediction_service.catalog import ESTIMATORS, Task
 from prediction_service.errors import InvalidInputError, SpecError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of seconds, as a timedelta."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if found is None:
+            raise ValueError(f"{value!r} is not a duration: write 30d, 12h, 90m, 45s or 2w")
+        return timedelta(seconds=float(found[1]) * _UNITS[found[2]])
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+# A positive duration, written as ``30d`` in YAML and the environment.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(gt=timedelta(0)),
+]
 
 # metric name -> (task, True when larger is better)
 METRICS: dict[str, tuple[Task, bool]] = {
@@ -311,6 +353,8 @@ class ServingSpec(_Strict):
     # Off by default: worth it for models whose one-row predict is not cheap (see the docs).
     batching: BatchingSpec | None = None
     """Adaptive batching; off when absent."""
+    log_retention: Duration | None = None
+    """How long this model's predictions stay in the live table (30d, 12h) before they are archived; overrides PREDICT_LOG_RETENTION."""
 
 
 class ModelSpec(_Strict):

@@ -31,6 +31,7 @@ ERROR_MEANING = {
     404: "unknown model, version, job or prediction",
     405: "method not allowed",
     409: "conflicts with the current state",
+    410: "the prediction is archived (older than the log's retention) and takes no feedback",
     413: "too many rows, or a body over the size limit",
     415: "unsupported content type",
     422: "invalid input; the message names each bad field",

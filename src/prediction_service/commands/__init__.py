@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "migrate": (_command("migrate"), "bring the prediction database's schema to the latest"),
     "specs": (_command("specs"), "validate the model specs and list them"),
     "score": (_command("score"), "score a file of any size offline (local or Spark engine)"),
+    "log": (_command("log"), "export the prediction log's rows over a range (live and archived)"),
 }
 
 

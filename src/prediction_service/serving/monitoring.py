@@ -18,7 +18,7 @@ from prediction_service.domain import (
     PredictionDrift,
     ShadowAgreement,
 )
-from prediction_service.errors import ConflictError, InvalidInputError, NotFoundError
+from prediction_service.errors import ConflictError, GoneError, InvalidInputError, NotFoundError
 from prediction_service.metrics import Metrics
 from prediction_service.serving.comparison import ARM_METRIC
 from prediction_service.serving.model_store import ModelStore
@@ -111,6 +111,11 @@ class Monitor:
             # Another worker may hold it in its queue: its writer flushes within the interval.
             time.sleep(2 * self.log.flush_interval_s)
             row = self.log.find(prediction_id)
+        if row is None and self.log.archived(prediction_id):
+            raise GoneError(
+                f"prediction {prediction_id!r} is archived (older than the prediction log's "
+                "retention); ground truth is stored only for predictions in the live log"
+            )
         if row is None:
             raise NotFoundError(f"no prediction with id {prediction_id!r}")
         spec = self.store.spec(row.model)

@@ -88,6 +88,8 @@ class PredictionRecord(Base):
         Index("ix_predictions_model_seq", "model", "seq"),
         Index("ix_predictions_pair_id", "pair_id"),
         Index("ix_predictions_trace_id", "trace_id"),
+        # Retention finds the oldest rows of a model without reading the newer ones.
+        Index("ix_predictions_model_created_at", "model", "created_at"),
     )
 
 
@@ -167,6 +169,36 @@ class LeaseRecord(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class ArchiveFileRecord(Base):
+    """One Parquet file of archived predictions (storage/archive.py): it counts once this
+    row exists, written in the transaction that deletes its rows from ``predictions``."""
+
+    __tablename__ = "log_archive_files"
+
+    file: Mapped[str] = mapped_column(String(512), primary_key=True)  # under the archive
+    model: Mapped[str] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, UTC
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_log_archive_files_model_day", "model", "day"),)
+
+
+class ArchivedIdRange(Base):
+    """Per model and id prefix (one per serving process), the counters of archived ids: how
+    a feedback for a prediction no longer live is told it was archived (410), not unknown."""
+
+    __tablename__ = "archived_id_ranges"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    low: Mapped[int] = mapped_column(BigInteger)
+    high: Mapped[int] = mapped_column(BigInteger)
+
+
 class AutomationStateRecord(Base):
     """What the automation of one model remembers between checks (drift streak, canary)."""
 
@@ -187,10 +219,15 @@ def upsert_by_model(engine: Engine, record: Any, model: str, **values: Any) -> N
             conn.execute(insert(record).values(model=model, **values))
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time, aware: SQLite hands datetimes back naive (all are UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def utc_iso(value: Any) -> Any:
-    """A stored time as ISO 8601 in UTC; SQLite hands datetimes back naive (all are UTC)."""
+    """A stored time as ISO 8601 in UTC."""
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        return as_utc(value).isoformat()
     return value
 
 

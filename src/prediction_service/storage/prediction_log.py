@@ -32,6 +32,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from prediction_service import tracing
 from prediction_service.domain import LoggedPrediction, LogStatus
 from prediction_service.metrics import Metrics
+from prediction_service.storage.archive import archived
 from prediction_service.storage.db import PredictionRecord, migrate, sqlite_file, utc_iso
 
 log = logging.getLogger(__name__)
@@ -454,6 +455,10 @@ class PredictionLog:
         with self.engine.connect() as conn:
             row = conn.execute(stmt).first()
         return _public(row._mapping) if row else None
+
+    def archived(self, prediction_id: str) -> bool:
+        """Whether a prediction not in the live table was moved to the archive."""
+        return archived(self.engine, prediction_id)
 
     def set_actual(self, prediction_id: str, actual: Any) -> bool:
         """Store the ground truth once, on the prediction and on a shadow's prediction of

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from sqlalchemy import inspect, select
 
 from prediction_service.data import validate_frame
 from prediction_service.specs import ModelSpec
-from prediction_service.storage.db import PredictionRecord, make_engine
+from prediction_service.storage.archive import Archive, catalogued_files
+from prediction_service.storage.db import ArchiveFileRecord, PredictionRecord, make_engine
 
 # Where DataValidationError says the rows came from.
 SOURCE = Path("prediction log (labelled rows)")
@@ -51,14 +54,16 @@ class Feedback:
         )
 
 
-def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
-    """Every prediction of ``spec``'s model that received ground truth, in prediction order.
-    No prediction log yet (a fresh machine) means no rows."""
+def load_feedback(spec: ModelSpec, database_url: str, archive: str | None = None) -> Feedback:
+    """Every prediction of ``spec``'s model that received ground truth, in prediction order:
+    the archived ones (from ``archive``, the files its catalog names) and the live ones. No
+    prediction log yet (a fresh machine) means no rows."""
     engine = make_engine(database_url)
+    rows: list[tuple[str, dict[str, float], object]] = []
     try:
-        if not inspect(engine).has_table(PredictionRecord.__tablename__):
-            rows: list[tuple[str, dict[str, float], object]] = []
-        else:
+        if inspect(engine).has_table(PredictionRecord.__tablename__):
+            if archive is not None and inspect(engine).has_table(ArchiveFileRecord.__tablename__):
+                rows = _archived(engine, Archive.at(archive), spec.name)
             stmt = (
                 select(PredictionRecord.id, PredictionRecord.features, PredictionRecord.actual)
                 .where(
@@ -69,7 +74,7 @@ def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
                 .order_by(PredictionRecord.seq)
             )
             with engine.connect() as conn:
-                rows = [(i, f, a) for i, f, a in conn.execute(stmt)]
+                rows += [(i, f, a) for i, f, a in conn.execute(stmt)]
     finally:
         engine.dispose()
     if not rows:
@@ -82,6 +87,17 @@ def load_feedback(spec: ModelSpec, database_url: str) -> Feedback:
     frame = pd.DataFrame(columns | {spec.target.column: [actual for _, _, actual in rows]})
     X, y = validate_frame(spec, frame, SOURCE, complete=False)
     return Feedback(X, y, [i for i, _, _ in rows])
+
+
+def _archived(engine: Any, archive: Archive, model: str) -> list[tuple[str, Any, Any]]:
+    table = archive.read(
+        catalogued_files(engine, model), ("seq", "id", "features", "actual", "arm")
+    )
+    out = []
+    for seq, pid, features, actual, arm in sorted(zip(*(c.to_pylist() for c in table.columns))):
+        if actual is not None and arm is None:
+            out.append((pid, orjson.loads(features), orjson.loads(actual)))
+    return out
 
 
 def training_digest(X: np.ndarray, y: np.ndarray) -> str:

@@ -159,7 +159,7 @@ def run_training(
         and automation
         and automation.training_data.include_feedback
     ):
-        labelled = load_feedback(spec, settings.effective_database_url)
+        labelled = load_feedback(spec, settings.effective_database_url, settings.archive_location)
         # A production row equal to a test row would leak the test split into training.
         leaked = labelled.without(X_test)
         feedback, recent = leaked.split()

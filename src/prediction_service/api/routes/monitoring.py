@@ -49,7 +49,7 @@ def build_router(specs: dict[str, ModelSpec]) -> APIRouter:
         "/feedback",
         summary="Record the true value of a logged prediction",
         dependencies=[Scope("feedback")],
-        responses=errors(404, 409),
+        responses=errors(404, 409, 410),
     )
     async def feedback(
         body: Annotated[FeedbackIn, Body()], monitor: MonitorDep  # type: ignore[valid-type]

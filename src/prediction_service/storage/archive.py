@@ -1,0 +1,406 @@
+"""The prediction log's lifecycle: rows past their retention leave the live table for
+Parquet files, partitioned by model and day, and are deleted only once their file is
+durably written and read back equal.
+
+``<archive>/model=<model>/date=<YYYY-MM-DD>/part-<first seq>-<last seq>.parquet`` holds
+every column of the rows (JSON columns as their JSON text). A file counts once its row in
+``log_archive_files`` exists; that row, the rows' deletion and the archived id ranges (what
+tells a late feedback that its prediction was archived) are one transaction. A run killed
+after writing a file and before that transaction leaves an orphan, which the next run over
+the same day removes before it writes, so nothing is lost and nothing is archived twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
+
+from prediction_service.metrics import Metrics
+from prediction_service.storage.db import (
+    ArchivedIdRange,
+    ArchiveFileRecord,
+    PredictionRecord,
+    as_utc,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ROWS = 50_000
+_JSON = ("features", "prediction", "probabilities", "actual")
+_TIME = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()), ("id", pa.string()), ("created_at", _TIME),
+        ("version", pa.string()), ("features", pa.string()), ("prediction", pa.string()),
+        ("probabilities", pa.string()), ("latency_ms", pa.float64()),
+        ("request_id", pa.string()), ("status", pa.string()), ("protocol", pa.string()),
+        ("actual", pa.string()), ("actual_at", _TIME), ("arm", pa.string()),
+        ("pair_id", pa.string()), ("trace_id", pa.string()),
+    ]
+)  # fmt: skip
+COLUMNS = tuple(SCHEMA.names)
+
+
+class Changed(Exception):
+    """Rows changed (a late label) between being read and deleted: archive them again."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where archives go: a local folder, or any URL pyarrow's filesystems take (s3://,
+    gs://, ...)."""
+
+    location: str
+    fs: pafs.FileSystem
+    base: str
+    local: bool
+
+    @classmethod
+    def at(cls, location: str | Path) -> Archive:
+        text = str(location)
+        if "://" in text and not text.startswith("file://"):
+            fs, base = pafs.FileSystem.from_uri(text)
+            return cls(text, fs, base.rstrip("/"), False)
+        path = Path(text.removeprefix("file://")).resolve()
+        return cls(str(path), pafs.LocalFileSystem(), str(path), True)
+
+    def path(self, relative: str) -> str:
+        return f"{self.base}/{relative}"
+
+    def write(self, relative: str, table: pa.Table) -> str:
+        """``table`` at ``relative``, durably; read back and compared. Its SHA-256."""
+        target = self.path(relative)
+        if self.local:
+            folder = Path(target).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
+            with os.fdopen(fd, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(partial, target)
+            _sync_folder(folder)
+        else:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            with self.fs.open_output_stream(target) as out:
+                pq.write_table(table, out)
+        with self.fs.open_input_file(target) as fh:
+            data = fh.read()
+        back = pq.read_table(pa.BufferReader(data))
+        if back.num_rows != table.num_rows or not back.equals(table):
+            raise OSError(f"archive file {target} does not read back as written")
+        return hashlib.sha256(data).hexdigest()
+
+    def remove_orphans(self, folder: str, known: set[str]) -> int:
+        """Delete the files under ``folder`` that no catalog row names (a stopped run's)."""
+        try:
+            found = self.fs.get_file_info(pafs.FileSelector(self.path(folder)))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for info in found:
+            relative = f"{folder}/{info.base_name}"
+            if info.type == pafs.FileType.File and relative not in known:
+                self.fs.delete_file(info.path)
+                removed += 1
+        return removed
+
+    def read(self, files: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+        tables = []
+        for f in files:
+            with self.fs.open_input_file(self.path(f)) as fh:
+                tables.append(pq.read_table(fh, columns=list(columns) if columns else None))
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def to_table(rows: Sequence[Any]) -> pa.Table:
+    """Prediction rows (SQLAlchemy mappings) as the archive's table."""
+    columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    for row in rows:
+        for c in COLUMNS:
+            value = row[c]
+            if c in _JSON:
+                value = None if value is None else orjson.dumps(value).decode()
+            elif c in ("created_at", "actual_at") and value is not None:
+                value = as_utc(value)
+            columns[c].append(value)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def day_folder(model: str, day: str) -> str:
+    return f"model={model}/date={day}"
+
+
+def id_parts(prediction_id: str) -> tuple[str, int] | None:
+    """A service-made id's process prefix and counter (``Ids``: 16 + 16 hex digits)."""
+    if len(prediction_id) != 32:
+        return None
+    try:
+        return prediction_id[:16], int(prediction_id[16:], 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a model's rows stay in the live table; None keeps them."""
+
+    model: str
+    keep: timedelta | None
+
+
+class LogArchiver:
+    """Moves rows past retention from the live table into the archive, a batch at a time.
+
+    ``hold(model)`` gives the ``seq`` after which a model's rows must stay live (a running
+    canary or shadow judges them), or None."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        archive: Archive,
+        metrics: Metrics,
+        retention: Sequence[Retention],
+        hold: Callable[[str], int | None] = lambda _m: None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        self.engine = engine
+        self.archive = archive
+        self.metrics = metrics
+        self.retention = list(retention)
+        self.hold = hold
+        self.batch_rows = batch_rows
+        for r in self.retention:
+            seconds = r.keep.total_seconds() if r.keep is not None else float("nan")
+            metrics.log_retention.labels(r.model).set(seconds)
+
+    def run(self, now: datetime | None = None) -> dict[str, int]:
+        """Archive every model's rows past its retention; rows archived per model."""
+        now = now or datetime.now(UTC)
+        done: dict[str, int] = {}
+        for r in self.retention:
+            if r.keep is None:
+                continue
+            done[r.model] = 0
+            try:
+                while (moved := self._batch(r.model, now - r.keep)) > 0:
+                    done[r.model] += moved
+            except Exception:
+                self.metrics.log_archive_failures.labels(r.model).inc()
+                log.exception("prediction log: archiving %s failed; the rows stay live", r.model)
+        self.observe(now)
+        return done
+
+    def observe(self, now: datetime | None = None) -> None:
+        """Live rows and the oldest row's age, per model, as gauges."""
+        now = now or datetime.now(UTC)
+        stmt = select(
+            PredictionRecord.model, func.count(), func.min(PredictionRecord.created_at)
+        ).group_by(PredictionRecord.model)
+        with self.engine.connect() as conn:
+            for model, rows, oldest in conn.execute(stmt):
+                self.metrics.log_live_rows.labels(model).set(rows)
+                age = (now - as_utc(oldest)).total_seconds() if oldest is not None else 0.0
+                self.metrics.log_oldest_age.labels(model).set(max(age, 0.0))
+
+    # -- one batch -------------------------------------------------------------------------
+    def _batch(self, model: str, cutoff: datetime) -> int:
+        stmt = (
+            select(*(getattr(PredictionRecord, c) for c in COLUMNS))
+            .where(PredictionRecord.model == model, PredictionRecord.created_at < cutoff)
+            .order_by(PredictionRecord.created_at, PredictionRecord.seq)  # the index's order
+            .limit(self.batch_rows)
+        )
+        held = self.hold(model)
+        if held is not None:
+            stmt = stmt.where(PredictionRecord.seq <= held)
+        with self.engine.connect() as conn:
+            rows = [r._mapping for r in conn.execute(stmt)]
+        if not rows:
+            return 0
+        files = []
+        for day, part in _by_day(rows):
+            folder = day_folder(model, day)
+            removed = self.archive.remove_orphans(folder, self._catalogued(model, day))
+            if removed:
+                log.warning("prediction log: removed %d unrecorded archive file(s) of %s %s "
+                            "(a stopped run's)", removed, model, day)  # fmt: skip
+            table = to_table(part)
+            relative = f"{folder}/part-{part[0]['seq']:020d}-{part[-1]['seq']:020d}.parquet"
+            digest = self.archive.write(relative, table)
+            files.append((day, relative, part, digest))
+        try:
+            self._commit(model, rows, files)
+        except Changed:
+            log.info("prediction log: %s rows got labels while archived; archiving again", model)
+            return self._batch(model, cutoff)
+        self.metrics.log_archived_rows.labels(model).inc(len(rows))
+        self.metrics.log_deleted_rows.labels(model).inc(len(rows))
+        return len(rows)
+
+    def _catalogued(self, model: str, day: str) -> set[str]:
+        stmt = select(ArchiveFileRecord.file).where(
+            ArchiveFileRecord.model == model, ArchiveFileRecord.day == day
+        )
+        with self.engine.connect() as conn:
+            return {f for (f,) in conn.execute(stmt)}
+
+    def _commit(self, model: str, rows: Sequence[Any], files: Sequence[Any]) -> None:
+        """Delete the archived rows, record their files and id ranges: all or nothing. A
+        row labelled since it was read makes the archive stale: Changed, nothing deleted."""
+        unlabelled = [r["seq"] for r in rows if r["actual_at"] is None]
+        labelled = [r["seq"] for r in rows if r["actual_at"] is not None]
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            deleted = 0
+            for chunk in _chunks(unlabelled):
+                deleted += conn.execute(
+                    delete(PredictionRecord).where(
+                        PredictionRecord.seq.in_(chunk), PredictionRecord.actual_at.is_(None)
+                    )
+                ).rowcount
+            for chunk in _chunks(labelled):
+                deleted += conn.execute(
+                    delete(PredictionRecord).where(PredictionRecord.seq.in_(chunk))
+                ).rowcount
+            if deleted != len(rows):
+                raise Changed()
+            for day, relative, part, digest in files:
+                conn.execute(
+                    insert(ArchiveFileRecord).values(
+                        file=relative, model=model, day=day, first_seq=part[0]["seq"],
+                        last_seq=part[-1]["seq"], rows=len(part), sha256=digest, archived_at=now,
+                    )
+                )  # fmt: skip
+            for prefix, (low, high) in _id_ranges(rows).items():
+                self._widen(conn, model, prefix, low, high)
+
+    @staticmethod
+    def _widen(conn: Any, model: str, prefix: str, low: int, high: int) -> None:
+        key = and_(ArchivedIdRange.model == model, ArchivedIdRange.prefix == prefix)
+        found = conn.execute(select(ArchivedIdRange.low, ArchivedIdRange.high).where(key)).first()
+        if found is None:
+            conn.execute(
+                insert(ArchivedIdRange).values(model=model, prefix=prefix, low=low, high=high)
+            )
+        else:
+            conn.execute(
+                update(ArchivedIdRange)
+                .where(key)
+                .values(low=min(low, found[0]), high=max(high, found[1]))
+            )
+
+
+def _by_day(rows: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+    days: dict[str, list[Any]] = {}
+    for r in sorted(rows, key=lambda r: r["seq"]):
+        days.setdefault(as_utc(r["created_at"]).date().isoformat(), []).append(r)
+    yield from sorted(days.items())
+
+
+def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _id_ranges(rows: Sequence[Any]) -> dict[str, tuple[int, int]]:
+    ranges: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        parts = id_parts(r["id"])
+        if parts is None:
+            continue
+        prefix, n = parts
+        low, high = ranges.get(prefix, (n, n))
+        ranges[prefix] = (min(low, n), max(high, n))
+    return ranges
+
+
+def archived(engine: Engine, prediction_id: str) -> bool:
+    """Whether ``prediction_id`` (no longer in the live table) was archived."""
+    parts = id_parts(prediction_id)
+    if parts is None:
+        return False
+    prefix, n = parts
+    stmt = select(ArchivedIdRange.model).where(
+        ArchivedIdRange.prefix == prefix, ArchivedIdRange.low <= n, ArchivedIdRange.high >= n
+    )
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def catalogued_files(
+    engine: Engine, model: str, since: datetime | None = None, until: datetime | None = None
+) -> list[str]:
+    """The model's archive files whose day overlaps [since, until), oldest first."""
+    stmt = select(ArchiveFileRecord.file).where(ArchiveFileRecord.model == model)
+    if since is not None:
+        stmt = stmt.where(ArchiveFileRecord.day >= as_utc(since).date().isoformat())
+    if until is not None:
+        stmt = stmt.where(ArchiveFileRecord.day <= as_utc(until).date().isoformat())
+    with engine.connect() as conn:
+        return [f for (f,) in conn.execute(stmt.order_by(ArchiveFileRecord.first_seq))]
+
+
+def export(
+    engine: Engine,
+    archive: Archive,
+    model: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[pa.Table]:
+    """The model's rows created in [since, until), archived then live, oldest first, in
+    tables of the archive's columns (and ``model``)."""
+
+    def in_range(table: pa.Table) -> pa.Table:
+        keep = pa.array([True] * table.num_rows)
+        created = table.column("created_at")
+        if since is not None:
+            keep = pa.compute.and_(keep, pa.compute.greater_equal(created, as_utc(since)))
+        if until is not None:
+            keep = pa.compute.and_(keep, pa.compute.less(created, as_utc(until)))
+        out = table.filter(keep)
+        return out.append_column("model", pa.array([model] * out.num_rows, pa.string()))
+
+    for f in catalogued_files(engine, model, since, until):
+        yield in_range(archive.read([f]))
+    after = -1
+    while True:
+        stmt = (
+            select(*(getattr(PredictionRecord, c) for c in COLUMNS))
+            .where(PredictionRecord.model == model, PredictionRecord.seq > after)
+            .order_by(PredictionRecord.seq)
+            .limit(batch_rows)
+        )
+        if since is not None:
+            stmt = stmt.where(PredictionRecord.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(PredictionRecord.created_at < until)
+        with engine.connect() as conn:
+            rows = [r._mapping for r in conn.execute(stmt)]
+        if not rows:
+            return
+        after = rows[-1]["seq"]
+        yield in_range(to_table(rows))
