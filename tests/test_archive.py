@@ -222,3 +222,7 @@ def test_export_reads_a_range_from_the_archive_and_the_live_table(
     )
     assert "9 rows of iris" in capsys.readouterr().out  # days 2, 3 (archived) and 4 (live)
     assert len(pd.read_csv(tmp_path / "some.csv")) == 9
+
+
+def test_the_day_partition_query_reads_every_archived_column() -> None:
+    assert ", ".join(archive_module.COLUMNS) in archive_module._DAY_ROWS

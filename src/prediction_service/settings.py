@@ -246,6 +246,7 @@ class Settings(BaseSettings):
             "PREDICT_TRACKING_URI": self.effective_tracking_uri,
             "PREDICT_ARTIFACT_ROOT": str(self.artifact_path),
             "PREDICT_DATABASE_URL": self.effective_database_url,
+            "PREDICT_LOG_ARCHIVE": self.archive_location,  # training reads labelled rows there
         }
 
     @property

@@ -46,14 +46,17 @@ class LogRetention:
     ) -> None:
         self.retention = retention_of(specs, settings)
         self.active = any(r.keep is not None for r in self.retention)
+        self.leases = leases
+        self.states = states
+        # Renewed before every batch: it runs out only if this worker stalls or dies.
+        self.lease_s = max(3 * settings.log_retention_interval_s, 60.0)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.archiver = LogArchiver(
             engine, Archive.at(settings.archive_location), metrics, self.retention,
             hold=self.hold, batch_rows=settings.log_archive_batch_rows,
+            renew=lambda: leases.acquire(LEASE, self.holder, self.lease_s),
+            fenced=lambda conn: leases.fence(conn, LEASE, self.holder),
         )  # fmt: skip
-        self.leases = leases
-        self.states = states
-        self.lease_s = 3 * settings.log_retention_interval_s
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def hold(self, model: str) -> int | None:
         """The last row a running shadow or canary of ``model`` does not judge (rows after

@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 
 from prediction_service.metrics import Metrics
+from prediction_service.storage import partitions
 from prediction_service.storage.db import (
     ArchivedIdRange,
     ArchiveFileRecord,
@@ -53,10 +54,20 @@ SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 COLUMNS = tuple(SCHEMA.names)
+# A day partition's rows of one model, a batch at a time (the partition's name goes in {}).
+_DAY_ROWS = (
+    "SELECT seq, id, created_at, version, features, prediction, probabilities, latency_ms, "
+    "request_id, status, protocol, actual, actual_at, arm, pair_id, trace_id FROM {} "
+    "WHERE model = :m AND seq > :after ORDER BY seq LIMIT :n"
+)
 
 
 class Changed(Exception):
     """Rows changed (a late label) between being read and deleted: archive them again."""
+
+
+class LeaseLost(Exception):
+    """Another worker took over retention (this one stalled past its lease): stop."""
 
 
 @dataclass(frozen=True)
@@ -185,33 +196,149 @@ class LogArchiver:
         retention: Sequence[Retention],
         hold: Callable[[str], int | None] = lambda _m: None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        renew: Callable[[], bool] = lambda: True,
+        fenced: Callable[[Any], bool] = lambda _conn: True,
     ) -> None:
+        """``renew`` extends this worker's lease before each batch; ``fenced(conn)``, inside
+        the transaction that deletes rows and records files, says whether it still holds
+        it. Either saying no stops the run (LeaseLost): files written meanwhile are left
+        unrecorded, for whoever holds the lease to remove."""
         self.engine = engine
         self.archive = archive
         self.metrics = metrics
         self.retention = list(retention)
         self.hold = hold
         self.batch_rows = batch_rows
+        self.renew = renew
+        self.fenced = fenced
         for r in self.retention:
             seconds = r.keep.total_seconds() if r.keep is not None else float("nan")
             metrics.log_retention.labels(r.model).set(seconds)
 
     def run(self, now: datetime | None = None) -> dict[str, int]:
-        """Archive every model's rows past its retention; rows archived per model."""
+        """Archive every model's rows past its retention; rows archived per model. On a
+        partitioned table, partitions are made ahead first, and whole days whose every row
+        is due are archived and dropped; the rest leave in batches of rows."""
         now = now or datetime.now(UTC)
-        done: dict[str, int] = {}
+        done: dict[str, int] = {r.model: 0 for r in self.retention if r.keep is not None}
+        with self.engine.begin() as conn:
+            partitioned = partitions.is_partitioned(conn)
+            if partitioned:
+                partitions.ensure(conn, partitions.ahead(now))
+        if partitioned and done:
+            try:
+                for model, moved in self._drop_days(now).items():
+                    done[model] = done.get(model, 0) + moved
+            except LeaseLost:
+                log.info("prediction log: another worker took over retention")
+                return done
+            except Exception:
+                for model in done:
+                    self.metrics.log_archive_failures.labels(model).inc()
+                log.exception("prediction log: archiving whole days failed; the rows stay live")
         for r in self.retention:
             if r.keep is None:
                 continue
-            done[r.model] = 0
             try:
                 while (moved := self._batch(r.model, now - r.keep)) > 0:
                     done[r.model] += moved
+            except LeaseLost:
+                log.info("prediction log: another worker took over retention")
+                return done
             except Exception:
                 self.metrics.log_archive_failures.labels(r.model).inc()
                 log.exception("prediction log: archiving %s failed; the rows stay live", r.model)
         self.observe(now)
         return done
+
+    # -- whole days (PostgreSQL partitions) ------------------------------------------------
+    def _drop_days(self, now: datetime) -> dict[str, int]:
+        """Archive, then drop, each day partition whose rows are all past their model's
+        retention and held by no rollout."""
+        cutoff = {r.model: now - r.keep for r in self.retention if r.keep is not None}
+        with self.engine.connect() as conn:
+            days = partitions.day_partitions(conn)
+        moved: dict[str, int] = {}
+        for day, name in sorted(days.items()):
+            end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+            if end > max(cutoff.values()):
+                break  # this day and the later ones hold rows no retention has reached
+            with self.engine.connect() as conn:
+                by_model = text(_sql("SELECT model, count(*) FROM {} GROUP BY model", name))
+                counts: dict[str, int] = dict(conn.execute(by_model).all())
+                due = all(m in cutoff and end <= cutoff[m] for m in counts) and (
+                    bool(counts) or end <= min(cutoff.values())  # an old, empty day
+                )
+                if due:
+                    due = not any(self._held(conn, name, m) for m in counts)
+            if not due:  # a model kept longer, or a rollout, holds rows of this day
+                continue
+            try:
+                done = self._drop_day(day, name, sorted(counts))
+            except Changed as exc:  # a label landed meanwhile: the next run archives it again
+                log.info("prediction log: %s", exc)
+                continue
+            for model, rows in done.items():
+                moved[model] = moved.get(model, 0) + rows
+        return moved
+
+    def _held(self, conn: Any, name: str, model: str) -> bool:
+        held = self.hold(model)
+        if held is None:
+            return False
+        stmt = text(_sql("SELECT 1 FROM {} WHERE model = :m AND seq > :s LIMIT 1", name))
+        return conn.execute(stmt, {"m": model, "s": held}).first() is not None
+
+    def _drop_day(self, day: date, name: str, models: Sequence[str]) -> dict[str, int]:
+        if not self.renew():
+            raise LeaseLost()
+        with self.engine.connect() as conn:
+            facts = partitions.row_facts(conn, name)
+        files: list[tuple[str, str, str, int, int, int, str]] = []
+        ranges: dict[str, dict[str, tuple[int, int]]] = {}
+        rows: dict[str, int] = {}
+        for model in models:
+            folder = day_folder(model, day.isoformat())
+            self.archive.remove_orphans(folder, self._catalogued(model, day.isoformat()))
+            rows[model], ranges[model], after = 0, {}, -1
+            while True:
+                stmt = text(_sql(_DAY_ROWS, name))
+                with self.engine.connect() as conn:
+                    part = [r._mapping for r in conn.execute(
+                        stmt, {"m": model, "after": after, "n": self.batch_rows}
+                    )]  # fmt: skip
+                if not part:
+                    break
+                after = part[-1]["seq"]
+                relative = f"{folder}/part-{part[0]['seq']:020d}-{after:020d}.parquet"
+                digest = self.archive.write(relative, to_table(part))
+                files.append((model, day.isoformat(), relative, part[0]["seq"], after,
+                              len(part), digest))  # fmt: skip
+                rows[model] += len(part)
+                _merge(ranges[model], _id_ranges(part))
+        with self.engine.begin() as conn:
+            # No label may land between the rows being read and the partition dropped.
+            conn.execute(text(f"LOCK TABLE {partitions.table(name)} IN SHARE ROW EXCLUSIVE MODE"))
+            if partitions.row_facts(conn, name) != facts:
+                raise Changed(f"{name} changed while it was archived; archiving it again")
+            now = datetime.now(UTC)
+            for model, d, relative, first, last, n, digest in files:
+                conn.execute(insert(ArchiveFileRecord).values(
+                    file=relative, model=model, day=d, first_seq=first, last_seq=last, rows=n,
+                    sha256=digest, archived_at=now,
+                ))  # fmt: skip
+            for model, found in ranges.items():
+                for prefix, (low, high) in found.items():
+                    self._widen(conn, model, prefix, low, high)
+            partitions.drop(conn, name)
+            if not self.fenced(conn):
+                raise LeaseLost()
+        for model, n in rows.items():
+            self.metrics.log_archived_rows.labels(model).inc(n)
+            self.metrics.log_deleted_rows.labels(model).inc(n)
+        log.info("prediction log: archived and dropped partition %s (%s)", name,
+                 ", ".join(f"{n:,} rows of {m}" for m, n in rows.items()))  # fmt: skip
+        return rows
 
     def observe(self, now: datetime | None = None) -> None:
         """Live rows and the oldest row's age, per model, as gauges."""
@@ -227,6 +354,8 @@ class LogArchiver:
 
     # -- one batch -------------------------------------------------------------------------
     def _batch(self, model: str, cutoff: datetime) -> int:
+        if not self.renew():
+            raise LeaseLost()
         stmt = (
             select(*(getattr(PredictionRecord, c) for c in COLUMNS))
             .where(PredictionRecord.model == model, PredictionRecord.created_at < cutoff)
@@ -296,6 +425,8 @@ class LogArchiver:
                 )  # fmt: skip
             for prefix, (low, high) in _id_ranges(rows).items():
                 self._widen(conn, model, prefix, low, high)
+            if not self.fenced(conn):
+                raise LeaseLost()
 
     @staticmethod
     def _widen(conn: Any, model: str, prefix: str, low: int, high: int) -> None:
@@ -323,6 +454,17 @@ def _by_day(rows: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
 def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+def _sql(template: str, table: str) -> str:
+    """``template`` with a partition's name in it, checked (names cannot be parameters)."""
+    return template.format(partitions.table(table))  # nosec B608 - a checked table name
+
+
+def _merge(into: dict[str, tuple[int, int]], more: dict[str, tuple[int, int]]) -> None:
+    for prefix, (low, high) in more.items():
+        was = into.get(prefix, (low, high))
+        into[prefix] = (min(was[0], low), max(was[1], high))
 
 
 def _id_ranges(rows: Sequence[Any]) -> dict[str, tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prediction_service.storage.db import LeaseRecord
@@ -46,6 +46,20 @@ class LeaseStore:
             conn.execute(
                 delete(LeaseRecord).where(LeaseRecord.name == name, LeaseRecord.holder == holder)
             )
+
+    def fence(self, conn: Connection, name: str, holder: str) -> bool:
+        """Inside a transaction, after its first write: whether ``holder`` still holds
+        ``name``, so that work done under the lease commits only while it is held. On
+        PostgreSQL the lease's row stays locked until the commit; on SQLite the transaction
+        holds the database's one write lock, which taking the lease needs."""
+        stmt = select(LeaseRecord.holder).where(
+            LeaseRecord.name == name,
+            LeaseRecord.holder == holder,
+            LeaseRecord.expires_at >= time.time(),
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return conn.execute(stmt).first() is not None
 
     def holder(self, name: str) -> str | None:
         stmt = select(LeaseRecord.holder).where(
