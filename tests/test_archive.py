@@ -226,3 +226,20 @@ def test_export_reads_a_range_from_the_archive_and_the_live_table(
 
 def test_the_day_partition_query_reads_every_archived_column() -> None:
     assert ", ".join(archive_module.COLUMNS) in archive_module._DAY_ROWS
+
+
+def test_an_object_store_archive_takes_the_same_files(core: Core) -> None:
+    """An archive URL goes through pyarrow's filesystems (here its in-memory one, as s3://
+    and gs:// would): written, read back, recorded; the rows leave the live table."""
+    from prediction_service.storage.archive import Archive, Retention, catalogued_files
+
+    serve_a_month(core, per_day=2, days=10)
+    remote = Archive.at("mock:///bucket/archive")
+    assert not remote.local and remote.base == "bucket/archive"
+    archiver = LogArchiver(
+        core.engine, remote, core.metrics, [Retention("iris", timedelta(days=7))]
+    )
+    assert archiver.run(NOW) == {"iris": 6}
+    files = catalogued_files(core.engine, "iris")
+    assert files and all(f.startswith("model=iris/date=") for f in files)
+    assert remote.read(files).num_rows == 6 and len(live_ids(core)) == 14
