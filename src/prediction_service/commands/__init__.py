@@ -6,11 +6,16 @@ Also ``python -m prediction_service``. ``run_api.py``, ``train_housing.py`` and
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prediction_service import __version__
+
+if TYPE_CHECKING:
+    from prediction_service.settings import Settings
 
 PROG = "prediction-service"
 
@@ -38,6 +43,18 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "score": (_command("score"), "score a file of any size offline (local or Spark engine)"),
     "log": (_command("log"), "export the prediction log's rows over a range (live and archived)"),
 }
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings, with a command's ``--tracking-uri`` and ``--specs-dir`` over them."""
+    from prediction_service.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if getattr(args, "tracking_uri", None):
+        overrides["tracking_uri"] = args.tracking_uri
+    if getattr(args, "specs_dir", None):
+        overrides["specs_dir"] = args.specs_dir
+    return Settings(**overrides)  # type: ignore[arg-type]
 
 
 def usage() -> str:

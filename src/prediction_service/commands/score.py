@@ -12,9 +12,9 @@ from pathlib import Path
 
 from prediction_service import logs
 from prediction_service.batch import CHUNK_ROWS, score
+from prediction_service.commands import settings_from
 from prediction_service.domain import BatchSummary
 from prediction_service.errors import ServiceError, TooManyInvalidRowsError
-from prediction_service.settings import Settings
 
 EXIT_TOO_MANY_INVALID = 3
 
@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         parser.error("--chunk-rows must be at least 1")
     if args.max_invalid_fraction is not None and not 0 <= args.max_invalid_fraction <= 1:
         parser.error("--max-invalid-fraction must be between 0 and 1")
-    overrides: dict[str, object] = {}
-    if args.tracking_uri:
-        overrides["tracking_uri"] = args.tracking_uri
-    if args.specs_dir:
-        overrides["specs_dir"] = args.specs_dir
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = settings_from(args)
     logs.setup(settings.log_format, "WARNING")
     keep = None if args.keep is None else [c for c in args.keep.split(",") if c]
     try:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from prediction_service import logs, tracing
+from prediction_service.commands import settings_from
 from prediction_service.domain import TrainingOutcome
 from prediction_service.errors import NotFoundError, ServiceError
 from prediction_service.settings import Settings
@@ -80,12 +81,7 @@ def build_parser(model: str | None, prog: str | None = None) -> argparse.Argumen
 
 def main(argv: list[str] | None = None, model: str | None = None, prog: str | None = None) -> int:
     args = build_parser(model, prog).parse_args(argv)
-    overrides: dict[str, object] = {}
-    if args.tracking_uri:
-        overrides["tracking_uri"] = args.tracking_uri
-    if args.specs_dir:
-        overrides["specs_dir"] = args.specs_dir
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = settings_from(args)
     logs.setup(settings.log_format, "WARNING")
     tracing.configure()  # a retrain job continues its starter's trace (TRACEPARENT)
     progress_log = logging.getLogger("prediction_service.train")

@@ -152,14 +152,7 @@ def convert(conn: Connection) -> None:
         first, last = span[0].astimezone(UTC).date(), span[1].astimezone(UTC).date()
         days += [first + timedelta(days=k) for k in range((last - first).days + 1)]
     ensure(conn, days)
-    conn.execute(text(f"INSERT INTO {PARENT} SELECT * FROM predictions_plain"))  # nosec B608
-    # The sequence belonged to the old table's column; the new table's keeps using it.
-    sequence = conn.execute(
-        text("SELECT pg_get_serial_sequence('predictions_plain', 'seq')")
-    ).scalar()
-    if sequence:
-        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {PARENT}.seq"))
-    conn.execute(text("DROP TABLE predictions_plain"))
+    _move_rows(conn, "predictions_plain")
     for name, columns in INDEXES:
         conn.execute(text(f"CREATE INDEX {name} ON {PARENT} {columns}"))
 
@@ -170,13 +163,7 @@ def unconvert(conn: Connection) -> None:
         return
     conn.execute(text(f"ALTER TABLE {PARENT} RENAME TO predictions_partitioned"))
     conn.execute(text(f"CREATE TABLE {PARENT} (LIKE predictions_partitioned INCLUDING DEFAULTS)"))
-    conn.execute(text(f"INSERT INTO {PARENT} SELECT * FROM predictions_partitioned"))  # nosec B608
-    sequence = conn.execute(
-        text("SELECT pg_get_serial_sequence('predictions_partitioned', 'seq')")
-    ).scalar()
-    if sequence:
-        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {PARENT}.seq"))
-    conn.execute(text("DROP TABLE predictions_partitioned CASCADE"))
+    _move_rows(conn, "predictions_partitioned")
     conn.execute(text(f"ALTER TABLE {PARENT} ADD PRIMARY KEY (seq)"))
     conn.execute(text(f"ALTER TABLE {PARENT} ADD CONSTRAINT predictions_id_key UNIQUE (id)"))
     for name, columns in INDEXES:
@@ -185,6 +172,16 @@ def unconvert(conn: Connection) -> None:
 
 
 FACTS = "SELECT count(*), count(actual_at), max(actual_at) FROM {}"
+
+
+def _move_rows(conn: Connection, old: str) -> None:
+    """Every row of the renamed table ``old`` into the new ``predictions``, which takes over
+    its ``seq`` sequence (owned by the old column, it would go with it); then drop it."""
+    conn.execute(text(f"INSERT INTO {PARENT} SELECT * FROM {table(old)}"))  # nosec B608
+    sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'seq')"), {"t": old}).scalar()
+    if sequence:
+        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {PARENT}.seq"))
+    conn.execute(text(f"DROP TABLE {table(old)} CASCADE"))
 
 
 def drop(conn: Connection, name: str) -> None:
