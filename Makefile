@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SRC := src tests bench docs/hooks deploy/kubernetes/generate.py train_housing.py train_iris.py run_api.py
 
-.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz hostile loadtest lint format typecheck security bench grpc k8s-render k8s-generate docs docs-serve clean
+.PHONY: help install install-dev run serve train migrate test test-unit test-integration test-live fuzz hostile loadtest lint format typecheck security bench grpc k8s-render k8s-generate docs docs-serve image image-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -80,6 +80,14 @@ typecheck: install-dev  ## mypy over src/
 
 security: install-dev  ## bandit: no finding of medium or high severity (low ones: docs/security.md)
 	$(VENV)/bin/bandit --quiet --recursive src --severity-level medium
+
+IMAGE ?= prediction-service:local
+
+image:  ## build the image as $(IMAGE): Docker with BuildKit where an engine runs, else podman
+	deploy/image/build.sh $(IMAGE)
+
+image-test: install-dev  ## build the image (models baked in) and check it running (tests/test_image.py)
+	$(PY) -m pytest tests/test_image.py -s $(PYTEST_ARGS)
 
 bench: install-dev  ## benchmark against mlflow models serve and a constant-reply ceiling (needs wrk)
 	$(PY) bench/run.py
