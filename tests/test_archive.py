@@ -108,8 +108,9 @@ def test_feedback_for_an_archived_prediction_is_gone_not_unknown(core: Core) -> 
     with pytest.raises(GoneError, match="is archived"):
         core.monitor.record_feedback(ids[0], "setosa")
     assert core.monitor.record_feedback(ids[-1], "setosa").actual == "setosa"
-    with pytest.raises(NotFoundError):
-        core.monitor.record_feedback("0123456789abcdef" + "0" * 16, "setosa")
+    for unknown in ("0123456789abcdef" + "0" * 16, "f" * 32, "not-an-id"):
+        with pytest.raises(NotFoundError):
+            core.monitor.record_feedback(unknown, "setosa")
 
 
 def test_a_stop_between_writing_and_deleting_loses_and_duplicates_nothing(

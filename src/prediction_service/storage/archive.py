@@ -169,9 +169,11 @@ def id_parts(prediction_id: str) -> tuple[str, int] | None:
     if len(prediction_id) != 32:
         return None
     try:
-        return prediction_id[:16], int(prediction_id[16:], 16)
+        counter = int(prediction_id[16:], 16)
     except ValueError:
         return None
+    # A database integer is signed 64-bit; the service's counters never come near it.
+    return (prediction_id[:16], counter) if counter < 2**63 else None
 
 
 @dataclass(frozen=True)
