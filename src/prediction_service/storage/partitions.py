@@ -8,8 +8,9 @@ whole day's partition once every row in it is archived (``storage/archive.py``) 
 deleting rows one by one.
 
 A partitioned table's unique constraints must hold the partition key: the primary key is
-``(seq, created_at)`` and ``id`` has a plain index (ids are unique by construction: a
-random per-process prefix and a counter). SQLite keeps one table.
+``(seq, created_at)`` and ``(id, created_at)`` is unique (a retried insert is refused; ids
+are unique by construction: a random per-process prefix and a counter). SQLite keeps one
+table.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ INDEXES = (
     ("ix_predictions_pair_id", "(pair_id)"),
     ("ix_predictions_trace_id", "(trace_id)"),
     ("ix_predictions_model_created_at", "(model, created_at)"),
-    ("ix_predictions_id", "(id)"),
+    # Unique as the plain table's id is, as far as a partitioned table allows: a retried
+    # insert of the same rows is refused; ids themselves are unique by construction.
+    ("ux_predictions_id_created_at", "(id, created_at)"),
 )
 
 
@@ -154,7 +157,8 @@ def convert(conn: Connection) -> None:
     ensure(conn, days)
     _move_rows(conn, "predictions_plain")
     for name, columns in INDEXES:
-        conn.execute(text(f"CREATE INDEX {name} ON {PARENT} {columns}"))
+        unique = "UNIQUE " if name.startswith("ux_") else ""
+        conn.execute(text(f"CREATE {unique}INDEX {name} ON {PARENT} {columns}"))
 
 
 def unconvert(conn: Connection) -> None:
@@ -167,7 +171,7 @@ def unconvert(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE {PARENT} ADD PRIMARY KEY (seq)"))
     conn.execute(text(f"ALTER TABLE {PARENT} ADD CONSTRAINT predictions_id_key UNIQUE (id)"))
     for name, columns in INDEXES:
-        if name != "ix_predictions_id":
+        if not name.startswith("ux_"):
             conn.execute(text(f"CREATE INDEX {name} ON {PARENT} {columns}"))
 
 
