@@ -350,6 +350,7 @@ def test_openapi_documents_every_lane(server: LiveServer) -> None:
         ["serve", "--help"],
         ["train", "--help"],
         ["score", "--help"],
+        ["log", "export", "--help"],
         ["specs"],
         ["--version"],
     ],

@@ -27,6 +27,7 @@ COMMANDS = [
     ["prediction-service", "serve"],
     ["prediction-service", "train"],
     ["prediction-service", "score"],
+    ["prediction-service", "log", "export"],
     ["prediction-service", "specs"],
     ["prediction-service", "migrate"],
     ["train_housing.py"],
