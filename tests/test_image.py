@@ -50,7 +50,9 @@ def built() -> Iterator[tuple[str, dict[str, str]]]:
     if "IMAGE_UNDER_TEST" not in os.environ:
         out = subprocess.run([str(ROOT / "deploy" / "image" / "build.sh"), IMAGE, "--train"],
                              capture_output=True, text=True, timeout=3000)  # fmt: skip
-        print(out.stderr[-3000:])
+        said = [line for line in (out.stdout + out.stderr).splitlines()
+                if line.startswith(("build.sh:", "standin-base.sh:"))]  # fmt: skip
+        print("\n".join(said))  # says whether the base is a local stand-in
         assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
         conf = next((line.split("=", 1)[1] for line in out.stdout.splitlines()
                      if line.startswith("CONTAINERS_CONF=")), None)  # fmt: skip
