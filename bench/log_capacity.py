@@ -35,15 +35,10 @@ ROW = np.array([[8.3252, 41.0, 6.98, 1.02, 322.0, 2.56, 37.88, -122.23]])
 
 
 def _schema(url: str, revision: str) -> None:
-    from alembic import command
-
-    from prediction_service.storage.db import _config, make_engine
+    from prediction_service.storage.db import make_engine, migrate
 
     engine = make_engine(url)
-    with engine.begin() as conn:
-        config = _config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    migrate(engine, to=revision)
     engine.dispose()
 
 

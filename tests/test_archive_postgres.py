@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from alembic import command
 from sqlalchemy import insert, select, text
 
 from prediction_service.core import Core, build_core
 from prediction_service.storage import partitions
-from prediction_service.storage.db import PredictionRecord, _config, make_engine, migrate
+from prediction_service.storage.db import PredictionRecord, make_engine, migrate
 from tests.conftest import HOUSING_RECORD, small_settings
 from tests.test_archive import NOW, Small, archived_table, live_ids, serve_a_month
 
@@ -27,10 +26,7 @@ def test_the_migration_partitions_an_existing_table_keeping_every_row(
     fresh_postgres_url: str,
 ) -> None:
     engine = make_engine(fresh_postgres_url)
-    with engine.begin() as conn:
-        config = _config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0008")
+    migrate(engine, to="0008")
     rows = [
         dict(id=f"{i:032x}", created_at=NOW - timedelta(days=i % 20, minutes=i), model="iris",
              version="1", features={"x": float(i)}, prediction="setosa", latency_ms=0.1,

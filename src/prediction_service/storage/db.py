@@ -309,11 +309,12 @@ def _file_lock(path: str | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def migrate(engine: Engine) -> tuple[str | None, str]:
-    """Bring the schema to the latest revision, once however many processes ask at the same
-    moment: each waits for the lock, and whoever comes after the first finds it at head.
-    Returns the revisions before and after."""
-    head = head_revision()
+def migrate(engine: Engine, to: str | None = None) -> tuple[str | None, str]:
+    """Bring the schema to the latest revision (or to the revision ``to``: a test or bench
+    of an older schema), once however many processes ask at the same moment: each waits
+    for the lock, and whoever comes after the first finds it there. Returns the revisions
+    before and after."""
+    head = to or head_revision()
     sqlite = engine.dialect.name == "sqlite"
     with _file_lock(sqlite_file(engine)):
         with engine.begin() as conn:
@@ -325,7 +326,7 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
             if before != head:
                 config = _config()
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, head)
     if before != head:
         log.info("prediction database migrated from %s to %s", before or "empty", head)
     return before, head
