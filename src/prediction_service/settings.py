@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prediction_service.specs import Duration
-from prediction_service.storage import archive, prediction_log
+from prediction_service.storage import prediction_log
 
 
 class Settings(BaseSettings):
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         description="how often retention runs (one worker or replica at a time)",
     )
     log_archive_batch_rows: int = Field(
-        default=archive.DEFAULT_BATCH_ROWS,
+        default=prediction_log.DEFAULT_ARCHIVE_BATCH_ROWS,
         ge=1,
         description="rows archived and deleted per transaction (and per file at most)",
     )

@@ -9,7 +9,6 @@ the same output as one that never stopped.
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import time
@@ -29,6 +28,7 @@ from prediction_service.batch.progress import Progress
 from prediction_service.batch.scorer import Scorer
 from prediction_service.batch.sources import Source
 from prediction_service.errors import ConflictError, TooManyInvalidRowsError
+from prediction_service.storage.files import PARTIAL, write_durably
 
 OutputFormat = Literal["parquet", "csv"]
 MANIFEST = "_manifest.json"
@@ -61,7 +61,7 @@ class Manifest:
                     "choose another output folder, or pass --overwrite to replace them"
                 )
             self.parts = {int(k): v for k, v in found["parts"].items()}
-            for stale in folder.glob(".*.partial"):  # a part the stopped run was writing
+            for stale in folder.glob(f".*{PARTIAL}"):  # a part the stopped run was writing
                 stale.unlink()
         elif folder.exists() and any(folder.iterdir()):
             if not overwrite:
@@ -79,7 +79,8 @@ class Manifest:
     def write(self, complete: bool) -> None:
         parts = {str(k): v for k, v in sorted(self.parts.items())}
         doc = {"job": self.job, "complete": complete, "parts": parts}
-        _durable(self.path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        content = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        write_durably(self.path, lambda fh: fh.write(content))
 
 
 def score_files(
@@ -154,31 +155,13 @@ def check_invalid(invalid: int, rows: int | None, bound: float | None) -> None:
 
 
 def _writer(output_format: OutputFormat) -> Callable[..., None]:
+    put = pq.write_table if output_format == "parquet" else pcsv.write_csv
+
     def write(
         table: pa.Table, folder: Path, k: int, entry: dict[str, Any], manifest: Manifest
     ) -> None:
         """Part ``k``, durably under its name, then its entry in the manifest."""
-        partial = folder / f".{entry['file']}.partial"
-        if output_format == "parquet":
-            pq.write_table(table, partial)
-        else:
-            pcsv.write_csv(table, partial)
-        _sync_and_rename(partial, folder / entry["file"])
+        write_durably(folder / entry["file"], lambda fh: put(table, fh))
         manifest.record(k, entry)
 
     return write
-
-
-def _durable(path: Path, content: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(content)
-    _sync_and_rename(partial, path)
-
-
-def _sync_and_rename(partial: Path, path: Path) -> None:
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)

@@ -39,10 +39,6 @@ class Source:
     columns: tuple[str, ...]  # in the input's order
     rows: int | None  # exact for Parquet, an estimate for text (None: unknown)
 
-    @property
-    def text(self) -> bool:
-        return self.format == "csv"
-
     def digest(self) -> str:
         """SHA-256 over every file's name and bytes: the input's identity."""
         h = hashlib.sha256()

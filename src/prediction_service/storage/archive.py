@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,10 +35,11 @@ from prediction_service.storage.db import (
     PredictionRecord,
     as_utc,
 )
+from prediction_service.storage.files import write_durably
+from prediction_service.storage.prediction_log import DEFAULT_ARCHIVE_BATCH_ROWS, id_parts
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_ROWS = 50_000
 _JSON = ("features", "prediction", "probabilities", "actual")
 _TIME = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema(
@@ -96,15 +95,7 @@ class Archive:
         """``table`` at ``relative``, durably; read back and compared. Its SHA-256."""
         target = self.path(relative)
         if self.local:
-            folder = Path(target).parent
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, partial = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
-            with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(partial, target)
-            _sync_folder(folder)
+            write_durably(Path(target), lambda fh: pq.write_table(table, fh))
         else:
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             with self.fs.open_output_stream(target) as out:
@@ -138,14 +129,6 @@ class Archive:
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def to_table(rows: Sequence[Any]) -> pa.Table:
     """Prediction rows (SQLAlchemy mappings) as the archive's table."""
     columns: dict[str, list[Any]] = {c: [] for c in COLUMNS}
@@ -162,18 +145,6 @@ def to_table(rows: Sequence[Any]) -> pa.Table:
 
 def day_folder(model: str, day: str) -> str:
     return f"model={model}/date={day}"
-
-
-def id_parts(prediction_id: str) -> tuple[str, int] | None:
-    """A service-made id's process prefix and counter (``Ids``: 16 + 16 hex digits)."""
-    if len(prediction_id) != 32:
-        return None
-    try:
-        counter = int(prediction_id[16:], 16)
-    except ValueError:
-        return None
-    # A database integer is signed 64-bit; the service's counters never come near it.
-    return (prediction_id[:16], counter) if counter < 2**63 else None
 
 
 @dataclass(frozen=True)
@@ -197,7 +168,7 @@ class LogArchiver:
         metrics: Metrics,
         retention: Sequence[Retention],
         hold: Callable[[str], int | None] = lambda _m: None,
-        batch_rows: int = DEFAULT_BATCH_ROWS,
+        batch_rows: int = DEFAULT_ARCHIVE_BATCH_ROWS,
         renew: Callable[[], bool] = lambda: True,
         fenced: Callable[[Any], bool] = lambda _conn: True,
     ) -> None:
@@ -242,7 +213,7 @@ class LogArchiver:
             if r.keep is None:
                 continue
             try:
-                while (moved := self._batch(r.model, now - r.keep)) > 0:
+                while moved := self._retried(r.model, now - r.keep):
                     done[r.model] += moved
             except LeaseLost:
                 log.info("prediction log: another worker took over retention")
@@ -355,6 +326,14 @@ class LogArchiver:
                 self.metrics.log_oldest_age.labels(model).set(max(age, 0.0))
 
     # -- one batch -------------------------------------------------------------------------
+    def _retried(self, model: str, cutoff: datetime) -> int:
+        """One batch; again, with the labels, when some landed while it was archived."""
+        while True:
+            try:
+                return self._batch(model, cutoff)
+            except Changed:
+                log.info("prediction log: %s rows got labels while archived; again", model)
+
     def _batch(self, model: str, cutoff: datetime) -> int:
         if not self.renew():
             raise LeaseLost()
@@ -382,11 +361,7 @@ class LogArchiver:
             relative = f"{folder}/part-{part[0]['seq']:020d}-{part[-1]['seq']:020d}.parquet"
             digest = self.archive.write(relative, table)
             files.append((day, relative, part, digest))
-        try:
-            self._commit(model, rows, files)
-        except Changed:
-            log.info("prediction log: %s rows got labels while archived; archiving again", model)
-            return self._batch(model, cutoff)
+        self._commit(model, rows, files)
         self.metrics.log_archived_rows.labels(model).inc(len(rows))
         self.metrics.log_deleted_rows.labels(model).inc(len(rows))
         return len(rows)
@@ -481,19 +456,6 @@ def _id_ranges(rows: Sequence[Any]) -> dict[str, tuple[int, int]]:
     return ranges
 
 
-def archived(engine: Engine, prediction_id: str) -> bool:
-    """Whether ``prediction_id`` (no longer in the live table) was archived."""
-    parts = id_parts(prediction_id)
-    if parts is None:
-        return False
-    prefix, n = parts
-    stmt = select(ArchivedIdRange.model).where(
-        ArchivedIdRange.prefix == prefix, ArchivedIdRange.low <= n, ArchivedIdRange.high >= n
-    )
-    with engine.connect() as conn:
-        return conn.execute(stmt).first() is not None
-
-
 def catalogued_files(
     engine: Engine, model: str, since: datetime | None = None, until: datetime | None = None
 ) -> list[str]:
@@ -513,7 +475,7 @@ def export(
     model: str,
     since: datetime | None = None,
     until: datetime | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int = DEFAULT_ARCHIVE_BATCH_ROWS,
 ) -> Iterator[pa.Table]:
     """The model's rows created in [since, until), archived then live, oldest first, in
     tables of the archive's columns (and ``model``)."""

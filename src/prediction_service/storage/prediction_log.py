@@ -32,8 +32,13 @@ from sqlalchemy.exc import DataError, IntegrityError
 from prediction_service import tracing
 from prediction_service.domain import LoggedPrediction, LogStatus
 from prediction_service.metrics import Metrics
-from prediction_service.storage.archive import archived
-from prediction_service.storage.db import PredictionRecord, migrate, sqlite_file, utc_iso
+from prediction_service.storage.db import (
+    ArchivedIdRange,
+    PredictionRecord,
+    migrate,
+    sqlite_file,
+    utc_iso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ DEFAULT_QUEUE_ROWS = 100_000
 DEFAULT_BATCH_ROWS = 2000
 DEFAULT_FLUSH_INTERVAL_S = 0.2
 DEFAULT_FULL_WAIT_S = 5.0
+DEFAULT_ARCHIVE_BATCH_ROWS = 50_000  # retention's rows per transaction (storage/archive.py)
 # Waits between attempts while the database is failing (locked, read-only, restarting):
 # about 3.5 s in all, longer than a PostgreSQL restart here takes.
 OUTAGE_BACKOFF_S = (0.5, 1.0, 2.0)
@@ -457,8 +463,17 @@ class PredictionLog:
         return _public(row._mapping) if row else None
 
     def archived(self, prediction_id: str) -> bool:
-        """Whether a prediction not in the live table was moved to the archive."""
-        return archived(self.engine, prediction_id)
+        """Whether a prediction not in the live table was moved to the archive (retention
+        records each serving process's archived id counters by id prefix)."""
+        parts = id_parts(prediction_id)
+        if parts is None:
+            return False
+        prefix, n = parts
+        stmt = select(ArchivedIdRange.model).where(
+            ArchivedIdRange.prefix == prefix, ArchivedIdRange.low <= n, ArchivedIdRange.high >= n
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
 
     def set_actual(self, prediction_id: str, actual: Any) -> bool:
         """Store the ground truth once, on the prediction and on a shadow's prediction of
@@ -572,6 +587,18 @@ class PredictionLog:
             rows = [r._mapping for r in conn.execute(stmt)]
         next_cursor = rows[limit - 1]["seq"] if len(rows) > limit else None
         return [_public(r) for r in rows[:limit]], next_cursor
+
+
+def id_parts(prediction_id: str) -> tuple[str, int] | None:
+    """A service-made id's process prefix and counter (``Ids``: 16 + 16 hex digits)."""
+    if len(prediction_id) != 32:
+        return None
+    try:
+        counter = int(prediction_id[16:], 16)
+    except ValueError:
+        return None
+    # A database integer is signed 64-bit; the service's counters never come near it.
+    return (prediction_id[:16], counter) if counter < 2**63 else None
 
 
 def _first_line(exc: Exception) -> str:
