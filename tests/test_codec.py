@@ -125,9 +125,13 @@ def test_one_record_accepted_exactly_when_the_record_model_accepts_it(
         records = doc.get("records") if isinstance(doc, dict) else None
         for record in records if isinstance(records, list) else [doc]:
             raw = orjson.dumps(record)
+            # The same values as a bare row (gRPC's one-row read): never looser than a record
+            in_order = type(record) is dict and list(record) == list(spec.feature_names)
+            row = codec.row(list(record.values())) if in_order else None
             try:
                 expected = codec.record_model.model_validate_json(raw)
             except ValidationError as exc:
+                assert row is None, record
                 with pytest.raises(InvalidInputError) as info:
                     codec.record(record, raw)
                 # pydantic explains, so the codec's message names the same fields
@@ -136,6 +140,10 @@ def test_one_record_accepted_exactly_when_the_record_model_accepts_it(
                 continue
             X = codec.record(record, raw)
             np.testing.assert_array_equal(X[0], [getattr(expected, f) for f in spec.feature_names])
+            if row is not None:
+                np.testing.assert_array_equal(row, X)
+    assert codec.row(list(good.values())) is not None
+    assert codec.row(list(good.values())[:-1]) is None
 
 
 def test_columns_and_matrices_take_the_same_rules(specs: dict[str, ModelSpec]) -> None:

@@ -147,6 +147,52 @@ def _field(message: Any, name: str) -> Any:
     return message[name] if isinstance(message, dict) else getattr(message, name)
 
 
+def test_grpc_one_typed_row_answers_as_one_input_per_feature(
+    server: LiveServer, small: Small
+) -> None:
+    """A [1, features] FP64 tensor in typed contents (the one-row read straight from the
+    message) answers exactly as the general decode of the same row, one input per feature;
+    a bad value is INVALID_ARGUMENT naming the feature either way."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+
+    def request(model: str, values: list[float], per_feature: bool) -> bytes:
+        message = pb.ModelInferRequest(model_name=model)
+        if per_feature:
+            for name, value in zip(FRAMES[model].columns, values):
+                message.inputs.add(name=name, datatype="FP64", shape=[1])
+                message.inputs[-1].contents.fp64_contents.append(value)
+        else:
+            tensor = message.inputs.add(name="x", datatype="FP64", shape=[1, len(values)])
+            tensor.contents.fp64_contents.extend(values)
+        return message.SerializeToString()
+
+    with grpc.insecure_channel(server.grpc_url) as channel:  # type: ignore[attr-defined]
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+        def outputs(model: str, values: list[float], per_feature: bool) -> list[Any]:
+            response = pb.ModelInferResponse.FromString(
+                infer(request(model, values, per_feature), timeout=10)
+            )
+            return [response.model_version] + [
+                (o.name, list(o.shape), list(o.contents.fp64_contents),
+                 list(o.contents.bytes_contents))
+                for o in response.outputs if o.name != "prediction_id"
+            ]  # fmt: skip
+
+        for model, frame in FRAMES.items():
+            for row in frame.head(5).itertuples(index=False):
+                values = [float(v) for v in row]
+                assert outputs(model, values, False) == outputs(model, values, True)
+            first = frame.columns[0]
+            for bad in (float("nan"), float("inf"), -1e9, 1e9):
+                for per_feature in (False, True):
+                    with pytest.raises(grpc.RpcError) as error:
+                        outputs(model, [bad, *values[1:]], per_feature)
+                    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert first in str(error.value.details())
+
+
 def test_tritonclient_http_json_data(server: LiveServer, small: Small) -> None:
     """Without the binary extension: data travels as JSON lists both ways."""
     client = clients(server)[0]

@@ -206,6 +206,15 @@ class FeatureCodec:
                 return np.array([values], dtype=np.float64)
         raise self._explain(self._one, obj, raw, dotted, "not a valid record")
 
+    def row(self, values: Sequence[Any]) -> np.ndarray | None:
+        """One row of values in the spec's feature order as a (1, features) matrix, or None
+        when it is not one or a value breaks a rule (the caller's general path explains)."""
+        if len(values) == self._n:
+            row = list(values)
+            if self._valid_row(row):
+                return np.array([row], dtype=np.float64)
+        return None
+
     def _valid_row(self, values: Sequence[Any]) -> bool:
         for v, (low, high, integer) in zip(values, self._rules):
             kind = type(v)
