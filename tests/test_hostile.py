@@ -130,7 +130,7 @@ def _ends(data: bytes) -> bool:
     return data == b"" or data.startswith(b"HTTP/1.1 408 ")
 
 
-def grpc_body(url: str, mb: int) -> str:
+def grpc_body(url: str, mb: int, key: bool) -> str:
     import grpc
 
     from tests.test_protocols import triton_grpc  # noqa: F401 - the client's own package
@@ -138,8 +138,9 @@ def grpc_body(url: str, mb: int) -> str:
     target = f"127.0.0.1:{url}"
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
     call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    metadata = [("authorization", AUTH["Authorization"])] if key else []
     try:
-        call(b"\x0a\x04iris" + b"\x00" * (mb * 1024 * 1024), timeout=60)
+        call(b"\x0a\x04iris" + b"\x00" * (mb * 1024 * 1024), timeout=60, metadata=metadata)
     except grpc.RpcError as exc:
         return str(exc.code())
     finally:
@@ -161,7 +162,11 @@ def test_memory_stays_bounded_and_a_client_that_behaves_is_served(server: LiveSe
         ("retrain, no key", lambda: send_body(server.url, "/retrain", BODY_MB, {}), {401}),
         ("promote, no key", lambda: send_body(server.url, "/models/iris/promote", BODY_MB, {}),
          {401}),
-        ("gRPC", lambda: grpc_body(grpc_port, BODY_MB), {"StatusCode.RESOURCE_EXHAUSTED"}),
+        ("gRPC, with a key", lambda: grpc_body(grpc_port, BODY_MB, True),
+         {"StatusCode.RESOURCE_EXHAUSTED"}),
+        # refused at its headers, before the body is read
+        ("gRPC, no key", lambda: grpc_body(grpc_port, BODY_MB, False),
+         {"StatusCode.UNAUTHENTICATED"}),
     ]  # fmt: skip
     stop = threading.Event()
     latencies: list[float] = []

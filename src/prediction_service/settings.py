@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="serve the Open Inference Protocol over gRPC on this port (off when unset)",
     )
     grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
+    grpc_engine: Literal["h2", "grpcio"] = Field(
+        default="h2",
+        description="what serves gRPC: h2, our own HTTP/2 for unary calls on the API's event "
+        "loop (2x the calls of grpcio's, measured in bench/grpc_budget.py); grpcio, the "
+        "grpc.aio server",
+    )
     grpc_grace_s: float = Field(default=5.0, ge=0, description="gRPC drain time at shutdown")
     graceful_timeout_s: float = Field(
         default=10.0,

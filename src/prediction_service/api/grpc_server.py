@@ -94,25 +94,38 @@ class EndpointHandler(grpc.GenericRpcHandler):
 
         async def respond(call: Call, context: Any) -> bytes:
             try:
-                if sum(name == b"authorization" for name, _ in call.headers) > 1:
-                    raise AuthError("send one authorization entry, not several", 400)
-                if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
-                    client = peer_address(context.peer() or "")
-                    core.access.check(endpoint.scope, call.header(b"authorization"), client)
+                admit(core, endpoint, call, lambda: peer_address(context.peer() or ""))
                 return (await answer(endpoint, core.predictions, call)).body
-            except ServiceError as exc:
-                if endpoint.predicts:
-                    model = call.params.get("model")
-                    label = model if model in core.specs else "unknown"
-                    core.metrics.prediction_errors.labels(label, exc.reason, protocol.name).inc()
-                code = _CODES.get(protocol.status_of(exc), grpc.StatusCode.INTERNAL)
-                await context.abort(code, _short(exc.message))
-            except Exception:  # noqa: BLE001 - never a stack trace to the client
-                log.exception("unexpected error in %s", endpoint.path)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            except Exception as exc:  # noqa: BLE001 - answered as a gRPC status
+                code, message = failure(core, endpoint, protocol, call, exc)
+                await context.abort(code, message)
             raise AssertionError("context.abort raises")  # pragma: no cover
 
         return behaviour
+
+
+def admit(core: Core, endpoint: Endpoint, call: Call, peer: Callable[[], str]) -> None:
+    """The caller's key checked for ``endpoint``'s scope, before anything is parsed
+    (AuthError otherwise); ``peer`` names the client's address, asked only when needed."""
+    if sum(name == b"authorization" for name, _ in call.headers) > 1:
+        raise AuthError("send one authorization entry, not several", 400)
+    if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
+        core.access.check(endpoint.scope, call.header(b"authorization"), peer())
+
+
+def failure(
+    core: Core, endpoint: Endpoint, protocol: Protocol, call: Call, exc: Exception
+) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message that answer ``exc``: a domain error's matching status,
+    counted like its HTTP twin; anything else INTERNAL, logged, never its stack trace."""
+    if isinstance(exc, ServiceError):
+        if endpoint.predicts:
+            model = call.params.get("model")
+            label = model if model in core.specs else "unknown"
+            core.metrics.prediction_errors.labels(label, exc.reason, protocol.name).inc()
+        return _CODES.get(protocol.status_of(exc), grpc.StatusCode.INTERNAL), _short(exc.message)
+    log.error("unexpected error in %s", endpoint.path, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal server error"
 
 
 def _short(message: str) -> str:
@@ -127,22 +140,33 @@ def _metadata(context: Any) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def start_grpc(core: Core, served: Sequence[Protocol]) -> grpc.aio.Server:
+async def start_grpc(core: Core, served: Sequence[Protocol]) -> Any:
     """Serve ``served``'s gRPC endpoints on ``PREDICT_GRPC_HOST:PREDICT_GRPC_PORT`` (workers
-    share the port)."""
+    share the port) with ``PREDICT_GRPC_ENGINE``: our own HTTP/2 (``api/grpc_h2.py``) or
+    grpc.aio. Either has ``stop(grace)``."""
     settings = core.settings
-    limit = settings.max_body_bytes
-    server = grpc.aio.server(
-        handlers=[EndpointHandler(core, served)],
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 1),
-        ],
-    )
     address = f"{settings.grpc_host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
-        raise RuntimeError(f"gRPC cannot listen on {address}")
-    await server.start()
-    log.info("Open Inference Protocol over gRPC on %s", address)
+    if settings.grpc_engine == "h2":
+        from prediction_service.api.grpc_h2 import start_h2
+
+        try:
+            server: Any = await start_h2(
+                core, served, (settings.grpc_host, settings.grpc_port or 0)
+            )
+        except OSError as exc:
+            raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
+    else:
+        limit = settings.max_body_bytes
+        server = grpc.aio.server(
+            handlers=[EndpointHandler(core, served)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 1),
+            ],
+        )
+        if server.add_insecure_port(address) == 0:
+            raise RuntimeError(f"gRPC cannot listen on {address}")
+        await server.start()
+    log.info("Open Inference Protocol over gRPC on %s (%s)", address, settings.grpc_engine)
     return server

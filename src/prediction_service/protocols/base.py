@@ -11,7 +11,7 @@ the typed result; it never sees the transport.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -140,13 +140,13 @@ class Endpoint:
 INLINE_BODY = 16 * 1024
 
 
-async def answer(endpoint: Endpoint, service: PredictionService, call: Call) -> Reply:
-    """``endpoint``'s reply to ``call``, whichever transport it came by: made on the event
-    loop for a small body (a batched version's model call awaited there, the loop serving
-    other requests meanwhile), else in a worker thread. Errors raise as the handler raised
-    them; the transport answers them in the protocol's shape."""
+def start(endpoint: Endpoint, service: PredictionService, call: Call) -> Reply | Awaitable[Reply]:
+    """``endpoint``'s reply to ``call`` when it is made at once on the event loop (a small
+    body, a version that does not batch), else an awaitable of it: a worker thread's work
+    for a large body, or the rest of the handler after its batched model call. Errors raise
+    as the handler raised them; the transport answers them in the protocol's shape."""
     if len(call.body) > INLINE_BODY or not endpoint.inline:
-        return await run_sync(answer_here, endpoint.handle, service, call)
+        return run_sync(answer_here, endpoint.handle, service, call)
     result = endpoint.handle(service, call)
     if type(result) is Reply:
         return result
@@ -155,7 +155,13 @@ async def answer(endpoint: Endpoint, service: PredictionService, call: Call) -> 
         first = next(steps)
     except StopIteration as stop:
         return stop.value
-    return await finish(steps, first)
+    return finish(steps, first)
+
+
+async def answer(endpoint: Endpoint, service: PredictionService, call: Call) -> Reply:
+    """``endpoint``'s reply to ``call``, whichever transport it came by (``start``, awaited)."""
+    result = start(endpoint, service, call)
+    return result if type(result) is Reply else await result  # type: ignore[misc]
 
 
 def answer_here(handle: Handler, service: PredictionService, call: Call) -> Reply:
