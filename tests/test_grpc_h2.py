@@ -220,6 +220,16 @@ def test_refusals_are_grpc_statuses(client: Client) -> None:
     headers = client.answer(7)[0]
     assert headers[b"grpc-status"] == b"3", headers  # INVALID_ARGUMENT, the protocol's own
     assert b"not a valid ModelInferRequest" in headers[b"grpc-message"]
+    # a batch large enough to be decoded in a worker thread, with one bad value in it
+    rows = [list(IRIS_RECORD.values())] * 1000
+    rows[500] = [float("nan"), *rows[500][1:]]
+    payload = message(infer_request("iris", rows))
+    chunks = [payload[i : i + 16384] for i in range(0, len(payload), 16384)]
+    client.send(frame(HEADERS, 0x4, 9, client.headers()))
+    for i, chunk in enumerate(chunks):
+        client.send(frame(DATA, 1 if i == len(chunks) - 1 else 0, 9, chunk))
+    headers = client.answer(9)[0]
+    assert headers[b"grpc-status"] == b"3" and b"finite" in headers[b"grpc-message"], headers
 
 
 def test_the_key_is_checked_before_the_body_is_sent(client: Client) -> None:

@@ -495,7 +495,7 @@ class Connection(asyncio.Protocol):
             message = decompressed
         stream.body = b""
         call = Call({}, message, headers=stream.headers)
-        endpoint = stream.endpoint
+        endpoint, protocol = stream.endpoint, stream.protocol
         trace = None
         if tracing.enabled:
             trace = tracing.start(
@@ -506,39 +506,41 @@ class Connection(asyncio.Protocol):
         try:
             result = start(endpoint, self.core.predictions, call)
         except Exception as exc:  # noqa: BLE001 - answered as a gRPC status
-            self._finish(stream, trace, call, None, exc)
+            self._finish(stream, trace, call, exc, protocol)
             return
         if type(result) is Reply:
-            self._finish(stream, trace, call, result, None)
+            self._finish(stream, trace, call, result, protocol)
         else:
-            task = asyncio.ensure_future(self._later(stream, trace, call, result))  # type: ignore[arg-type]
+            later = self._later(stream, trace, call, result, protocol)  # type: ignore[arg-type]
+            task = asyncio.ensure_future(later)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def _later(
-        self, stream: Stream, trace: Any, call: Call, result: Awaitable[Reply]
+        self, stream: Stream, trace: Any, call: Call, result: Awaitable[Reply], protocol: Protocol
     ) -> None:
         try:
-            reply = await result
+            outcome: Reply | Exception = await result
         except Exception as exc:  # noqa: BLE001 - answered as a gRPC status
-            self._finish(stream, trace, call, None, exc)
-        else:
-            self._finish(stream, trace, call, reply, None)
+            outcome = exc
+        self._finish(stream, trace, call, outcome, protocol)
 
-    def _finish(self, stream: Stream, trace: Any, call: Call, reply: Reply | None,
-                exc: Exception | None) -> None:  # fmt: skip
+    def _finish(
+        self, stream: Stream, trace: Any, call: Call, outcome: Reply | Exception, protocol: Protocol
+    ) -> None:
+        """The call's answer written: its reply, or the status its error maps to."""
         code, message = grpc.StatusCode.OK, ""
-        if exc is not None:
-            assert stream.endpoint is not None and stream.protocol is not None
-            code, message = failure(self.core, stream.endpoint, stream.protocol, call, exc)
+        exc = outcome if isinstance(outcome, Exception) else None
+        if exc is not None and stream.endpoint is not None:
+            code, message = failure(self.core, stream.endpoint, protocol, call, exc)
         if trace is not None:
             trace.set(**{"rpc.grpc.status_code": code.value[0]})
             tracing.finish(trace, None if exc is None else f"{type(exc).__name__}: {message}")
         extra = b"" if trace is None else _literal(b"traceparent", trace.traceparent().encode())
-        if reply is None:
-            self._fail(stream, code, message, extra)
+        if isinstance(outcome, Reply):
+            self._answer(stream, outcome.body, extra)
         else:
-            self._answer(stream, reply.body, extra)
+            self._fail(stream, code, message, extra)
 
     def _answer(self, stream: Stream, body: bytes, extra: bytes = b"") -> None:
         stream.pending = b"\x00" + len(body).to_bytes(4, "big") + body
