@@ -1,10 +1,13 @@
 """Where a gRPC call's time goes: our V2 gRPC lane against V2 REST on the same server, and
-against a constant ``grpc.aio`` servicer (the library's own floor), in alternating runs.
+against a constant ``grpc.aio`` servicer (the library's own floor), in alternating runs;
+with ``--mlserver``, Seldon MLServer's gRPC on the same champion too.
 
-`python bench/grpc_budget.py [--model iris] [--rounds 3] [--seconds 8] [--connections 8]`
-over the default registry (`make train` first). Prints calls/s for each and the per-call
-microseconds that are ours: 1/ours - 1/constant. ``--constant-only`` serves the constant
-servicer on a port and waits (for profiling it by hand).
+`python bench/grpc_budget.py [--model iris] [--rounds 3] [--seconds 8] [--connections 8]
+[--engine h2|grpcio] [--mlserver]` over the default registry (`make train` first). Prints
+calls/s for each and the per-call microseconds that are ours: 1/ours - 1/constant.
+``--constant-only`` serves the constant servicer on a port and waits (for profiling it by
+hand). With ``--mlserver`` a classifier is asked for ``predict_proba`` only, by every gRPC
+lane (MLServer's encoder fails on string class names), as in ``make bench``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -51,6 +57,26 @@ def constant_servicer(port: int, reply: bytes) -> None:
         uvloop.run(main())
     else:
         asyncio.run(main())
+
+
+@contextmanager
+def mlserver(wanted: bool) -> Iterator[int | None]:
+    """MLServer serving the default registry's champions (its gRPC port), or None."""
+    if not wanted:
+        yield None
+        return
+    from prediction_service.settings import Settings
+
+    settings = Settings()
+    http, grpc_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-mlserver-") as tmp:
+        folder = Path(tmp) / "models"
+        peers.export_for_mlserver(
+            settings.effective_tracking_uri, settings.artifact_path, folder, http, grpc_port
+        )
+        with server([*peers.mlserver_command(), "start", str(folder)], "/v2/health/ready",
+                    http, dict(os.environ)):  # fmt: skip
+            yield grpc_port
 
 
 def handler_us(model: str, n: int) -> dict[str, float]:
@@ -117,6 +143,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--engine", choices=("h2", "grpcio"), default="h2",
+                        help="PREDICT_GRPC_ENGINE of our server")  # fmt: skip
+    parser.add_argument("--mlserver", action="store_true", help="MLServer's gRPC lane too")
     parser.add_argument("--constant-only", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--reply", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, default=2000, help="calls per in-process timing round")
@@ -125,11 +154,12 @@ def main() -> None:
         constant_servicer(args.constant_only, bytes.fromhex(args.reply))
         return
     body = BODIES[args.model]
-    frame = peers.grpc_frame(args.model, body, [])
+    classifier = "predict_proba" if args.model == "iris" else None
+    frame = peers.grpc_frame(args.model, body, [classifier] if args.mlserver and classifier else [])
     port, grpc_port, constant_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "PREDICT_GRPC_PORT": str(grpc_port)}
+    env = {**os.environ, "PREDICT_GRPC_PORT": str(grpc_port), "PREDICT_GRPC_ENGINE": args.engine}
     cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning"]
-    with server(cmd, "/ready", port, env) as s:
+    with server(cmd, "/ready", port, env) as s, mlserver(args.mlserver) as ml_grpc:
         import grpc
 
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -147,6 +177,8 @@ def main() -> None:
             rest = f"{s['url']}/v2/models/{args.model}/infer"
             warm(rest, v2_body, 300)
             runs: dict[str, list[float]] = {"v2 grpc": [], "v2 rest": [], "constant grpc": []}
+            if ml_grpc:
+                runs["mlserver grpc"] = []
             c = args.connections
             for r in range(args.rounds):
                 log(f"round {r + 1}")
@@ -155,6 +187,10 @@ def main() -> None:
                 runs["constant grpc"].append(
                     peers.h2load(constant_port, frame, c, args.seconds)["rps"]
                 )
+                if ml_grpc:
+                    runs["mlserver grpc"].append(
+                        peers.h2load(ml_grpc, frame, c, args.seconds)["rps"]
+                    )
         finally:
             constant.terminate()
             constant.wait()
@@ -164,6 +200,8 @@ def main() -> None:
         print(f"  {k:14} {v:8,.0f} calls/s   {1e6 / v:6.0f} us a call   runs {runs[k]}")
     print(f"  ours per gRPC call: {1e6 / rps['v2 grpc'] - 1e6 / rps['constant grpc']:.0f} us")
     print(f"  gRPC / REST: {rps['v2 grpc'] / rps['v2 rest']:.2f}x")
+    if "mlserver grpc" in rps:
+        print(f"  gRPC / MLServer's gRPC: {rps['v2 grpc'] / rps['mlserver grpc']:.2f}x")
     print("\nin-process, us per call:")
     for stage, us in handler_us(args.model, args.n).items():
         print(f"  {stage:40} {us:6.1f}")
