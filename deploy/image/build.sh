@@ -42,6 +42,11 @@ else
     if command -v runc >/dev/null 2>&1; then
         printf '[engine]\nruntime = "runc"\n' >> "$conf"
     fi
+    # CNI with its dnsname plugin (what .ci/run installs): compose's services find each
+    # other by name, whichever network stack podman would otherwise pick.
+    if [ -x /usr/lib/cni/dnsname ]; then
+        printf '[network]\nnetwork_backend = "cni"\n' >> "$conf"
+    fi
     export CONTAINERS_CONF="$conf"
     echo "CONTAINERS_CONF=$conf"
     if ! podman image exists "$BASE"; then
