@@ -20,7 +20,6 @@ a proxy in front for it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 import time
 import zlib
@@ -35,8 +34,6 @@ from prediction_service import tracing
 from prediction_service.api.grpc_server import admit, failure
 from prediction_service.core import Core
 from prediction_service.protocols.base import Call, Endpoint, Protocol, Reply, start
-
-log = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -121,7 +118,7 @@ def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return _HEAD.pack(len(payload) << 8 | kind, flags, stream) + payload
 
 
-class ConnectionError_(Exception):
+class H2Error(Exception):
     """A connection error (RFC 9113 section 5.4.1): GOAWAY with this code, then close."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -149,8 +146,8 @@ class Stream:
 
 
 class Head:
-    """What a request's header block says: its method, content type, message encoding and
-    the metadata a handler may read (binary ``-bin`` entries are not ours to read)."""
+    """What a request's header block says: the method's path, the content type, the message
+    encoding and the metadata a handler may read (binary ``-bin`` entries are not ours)."""
 
     __slots__ = ("path", "content_type", "encoding", "metadata")
 
@@ -182,7 +179,6 @@ class Methods:
         self.limit = core.settings.max_body_bytes
         self.header_timeout_s = core.settings.header_timeout_s
         self.connections: set[Connection] = set()
-        self.draining = False
 
 
 class Connection(asyncio.Protocol):
@@ -195,8 +191,8 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.started = False  # the client's preface is in
         self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
-        # Header blocks made only of indexed fields do not change the decoder's table: the
-        # same bytes decode to the same list until a block that may change it arrives.
+        # Blocks of indexed fields and literals without indexing do not change the decoder's
+        # table: the same bytes decode to the same headers until a block that may arrives.
         self.decoded: dict[bytes, Head] = {}
         self.streams: dict[int, Stream] = {}
         self.last_stream = 0
@@ -260,11 +256,11 @@ class Connection(asyncio.Protocol):
             if not self.started:
                 if len(data) < len(PREFACE):
                     if not PREFACE.startswith(data):
-                        raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection")
+                        raise H2Error(PROTOCOL_ERROR, "not an HTTP/2 connection")
                     self.buffer += data
                     return
                 if not data.startswith(PREFACE):
-                    raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection")
+                    raise H2Error(PROTOCOL_ERROR, "not an HTTP/2 connection")
                 self.started = True
                 data = data[len(PREFACE) :]
             at, end = 0, len(data)
@@ -272,7 +268,7 @@ class Connection(asyncio.Protocol):
                 head, flags, sid = _HEAD.unpack_from(data, at)
                 length = head >> 8
                 if length > MAX_FRAME:
-                    raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+                    raise H2Error(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
                 if end - at < 9 + length:
                     break
                 at += 9 + length
@@ -281,14 +277,14 @@ class Connection(asyncio.Protocol):
                     return
             if at < end:
                 self.buffer += data[at:]
-        except ConnectionError_ as exc:
+        except H2Error as exc:
             self.goaway(exc.code, str(exc))
         except hpack.HPACKError as exc:
             self.goaway(COMPRESSION_ERROR, f"header block: {type(exc).__name__}")
 
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
         if self.headers_of is not None and kind != CONTINUATION:
-            raise ConnectionError_(PROTOCOL_ERROR, "expected CONTINUATION")
+            raise H2Error(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
             self._data(flags, sid, payload)
         elif kind == HEADERS:
@@ -301,55 +297,55 @@ class Connection(asyncio.Protocol):
             self._window_update(sid, payload)
         elif kind == PING:
             if sid != 0 or len(payload) != 8:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad PING")
+                raise H2Error(PROTOCOL_ERROR, "bad PING")
             if not flags & ACK:
                 self.transport.write(_frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
             if sid == 0 or len(payload) != 4:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad RST_STREAM")
+                raise H2Error(PROTOCOL_ERROR, "bad RST_STREAM")
             self.streams.pop(sid, None)
         elif kind == GOAWAY:
             self.goaway()
         elif kind == PRIORITY:
             if sid == 0 or len(payload) != 5:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad PRIORITY")
+                raise H2Error(PROTOCOL_ERROR, "bad PRIORITY")
         elif kind == PUSH_PROMISE:
-            raise ConnectionError_(PROTOCOL_ERROR, "a client may not push")
+            raise H2Error(PROTOCOL_ERROR, "a client may not push")
         # other frame types are ignored (RFC 9113 section 4.1)
 
     def _settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
-            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2Error(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS length")
+            raise H2Error(FRAME_SIZE_ERROR, "SETTINGS length")
         for i in range(0, len(payload), 6):
             key, value = int.from_bytes(payload[i : i + 2], "big"), int.from_bytes(
                 payload[i + 2 : i + 6], "big"
             )
             if key == 0x4:  # INITIAL_WINDOW_SIZE: applies to open streams too
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE")
+                    raise H2Error(FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE")
                 for stream in self.streams.values():
                     stream.send_window += value - self.initial_window
                 self.initial_window = value
             elif key == 0x5:  # MAX_FRAME_SIZE
                 if not 16384 <= value <= 16777215:
-                    raise ConnectionError_(PROTOCOL_ERROR, "MAX_FRAME_SIZE")
+                    raise H2Error(PROTOCOL_ERROR, "MAX_FRAME_SIZE")
                 self.max_frame = value
             elif key == 0x2 and value > 1:  # ENABLE_PUSH
-                raise ConnectionError_(PROTOCOL_ERROR, "ENABLE_PUSH")
+                raise H2Error(PROTOCOL_ERROR, "ENABLE_PUSH")
         self.transport.write(_frame(SETTINGS, ACK, 0))
         self._flush()
 
     def _window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "WINDOW_UPDATE length")
+            raise H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE length")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if sid == 0:
             if increment == 0 or self.send_window + increment > MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window")
+                raise H2Error(FLOW_CONTROL_ERROR, "connection window")
             self.send_window += increment
         else:
             stream = self.streams.get(sid)
@@ -364,13 +360,13 @@ class Connection(asyncio.Protocol):
     def _unpad(flags: int, payload: bytes) -> bytes:
         if flags & PADDED:
             if not payload or payload[0] >= len(payload):
-                raise ConnectionError_(PROTOCOL_ERROR, "padding")
+                raise H2Error(PROTOCOL_ERROR, "padding")
             return payload[1 : len(payload) - payload[0]]
         return payload
 
     def _headers(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0 or sid % 2 == 0:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on a server or zero stream")
+            raise H2Error(PROTOCOL_ERROR, "HEADERS on a server or zero stream")
         block = self._unpad(flags, payload)
         if flags & PRIORITY_FLAG:
             block = block[5:]
@@ -381,11 +377,11 @@ class Connection(asyncio.Protocol):
 
     def _continuation(self, flags: int, sid: int, payload: bytes) -> None:
         if self.headers_of is None or self.headers_of[0] != sid:
-            raise ConnectionError_(PROTOCOL_ERROR, "unexpected CONTINUATION")
+            raise H2Error(PROTOCOL_ERROR, "unexpected CONTINUATION")
         block = self.headers_of[2]
         block += payload
         if len(block) > MAX_HEADER_LIST:
-            raise ConnectionError_(PROTOCOL_ERROR, "header block too large")
+            raise H2Error(PROTOCOL_ERROR, "header block too large")
         if flags & END_HEADERS:
             first = self.headers_of[1]
             self.headers_of = None
@@ -412,7 +408,7 @@ class Connection(asyncio.Protocol):
                 self._dispatch(stream)
             return
         if sid <= self.last_stream:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on a closed stream")
+            raise H2Error(PROTOCOL_ERROR, "HEADERS on a closed stream")
         self.last_stream = sid
         if self.goaway_sent or len(self.streams) >= MAX_STREAMS:
             self._reset(sid, REFUSED_STREAM)
@@ -443,18 +439,18 @@ class Connection(asyncio.Protocol):
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
-            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2Error(PROTOCOL_ERROR, "DATA on stream 0")
         # Flow control counts the whole frame, padding included.
         self.unacked += len(payload)
         if self.unacked > WINDOW:
-            raise ConnectionError_(FLOW_CONTROL_ERROR, "the connection window is exceeded")
+            raise H2Error(FLOW_CONTROL_ERROR, "the connection window is exceeded")
         if self.unacked >= WINDOW // 2:
             self.transport.write(_frame(WINDOW_UPDATE, 0, 0, self.unacked.to_bytes(4, "big")))
             self.unacked = 0
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self.last_stream:
-                raise ConnectionError_(PROTOCOL_ERROR, "DATA on an idle stream")
+                raise H2Error(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream already answered or reset: its data is dropped
         if stream.answered:
             return
@@ -629,7 +625,6 @@ class Server:
         """Stop listening, tell every client (GOAWAY), let calls in flight finish for up to
         ``grace`` seconds, then close what is left."""
         self.server.close()
-        self.methods.draining = True
         for connection in list(self.methods.connections):
             connection.goaway()
         loop = asyncio.get_running_loop()
