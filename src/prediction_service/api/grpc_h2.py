@@ -31,7 +31,7 @@ import grpc
 import hpack
 
 from prediction_service import tracing
-from prediction_service.api.grpc_server import admit, failure
+from prediction_service.api.grpc_calls import admit, failure
 from prediction_service.core import Core
 from prediction_service.protocols.base import Call, Endpoint, Protocol, Reply, start
 

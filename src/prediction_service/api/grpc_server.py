@@ -1,11 +1,12 @@
 """The gRPC front end, beside the HTTP one: generic over the protocols' gRPC endpoints.
 
 Started by the app's lifespan when ``PREDICT_GRPC_PORT`` is set, in the API's process, over
-the same ``Core`` as HTTP. Each declared gRPC endpoint (``protocols/v2_grpc/methods.py``) is
-a method whose request and response messages pass through as bytes: the handler parses
-them, so a malformed message is the protocol's own INVALID_ARGUMENT. As over HTTP, the
-caller's key is checked before anything is parsed, and a domain error becomes the gRPC
-status that matches its HTTP status, with its message.
+the same ``Core`` as HTTP, by one of two engines (``PREDICT_GRPC_ENGINE``): our own HTTP/2
+(``api/grpc_h2.py``, the default) or grpc.aio (here). Each declared gRPC endpoint
+(``protocols/v2_grpc/methods.py``) is a method whose request and response messages pass
+through as bytes: the handler parses them, so a malformed message is the protocol's own
+INVALID_ARGUMENT. As over HTTP, the caller's key is checked before anything is parsed, and a
+domain error becomes the gRPC status that matches its HTTP status (``api/grpc_calls.py``).
 """
 
 from __future__ import annotations
@@ -18,26 +19,11 @@ from typing import Any
 import grpc
 
 from prediction_service import tracing
-from prediction_service.access import AuthError
+from prediction_service.api.grpc_calls import admit, failure
 from prediction_service.core import Core
-from prediction_service.errors import ServiceError
 from prediction_service.protocols.base import Call, Endpoint, Protocol, answer
 
 log = logging.getLogger(__name__)
-
-_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-# Error details a client is told: enough to fix the call, never the whole of its input.
-MAX_MESSAGE = 1000
 
 
 def peer_address(peer: str) -> str:
@@ -102,34 +88,6 @@ class EndpointHandler(grpc.GenericRpcHandler):
             raise AssertionError("context.abort raises")  # pragma: no cover
 
         return behaviour
-
-
-def admit(core: Core, endpoint: Endpoint, call: Call, peer: Callable[[], str]) -> None:
-    """The caller's key checked for ``endpoint``'s scope, before anything is parsed
-    (AuthError otherwise); ``peer`` names the client's address, asked only when needed."""
-    if sum(name == b"authorization" for name, _ in call.headers) > 1:
-        raise AuthError("send one authorization entry, not several", 400)
-    if endpoint.scope is not None and not core.access.is_open(endpoint.scope):
-        core.access.check(endpoint.scope, call.header(b"authorization"), peer())
-
-
-def failure(
-    core: Core, endpoint: Endpoint, protocol: Protocol, call: Call, exc: Exception
-) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status and message that answer ``exc``: a domain error's matching status,
-    counted like its HTTP twin; anything else INTERNAL, logged, never its stack trace."""
-    if isinstance(exc, ServiceError):
-        if endpoint.predicts:
-            model = call.params.get("model")
-            label = model if model in core.specs else "unknown"
-            core.metrics.prediction_errors.labels(label, exc.reason, protocol.name).inc()
-        return _CODES.get(protocol.status_of(exc), grpc.StatusCode.INTERNAL), _short(exc.message)
-    log.error("unexpected error in %s", endpoint.path, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal server error"
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
 
 
 def _metadata(context: Any) -> list[tuple[bytes, bytes]]:
