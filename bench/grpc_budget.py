@@ -154,8 +154,13 @@ def main() -> None:
         constant_servicer(args.constant_only, bytes.fromhex(args.reply))
         return
     body = BODIES[args.model]
-    classifier = "predict_proba" if args.model == "iris" else None
-    frame = peers.grpc_frame(args.model, body, [classifier] if args.mlserver and classifier else [])
+    # By task, as make bench asks: MLServer's gRPC encoder fails on string class names.
+    from prediction_service.settings import Settings
+    from prediction_service.specs import load_specs
+
+    task = load_specs(Settings().specs_path)[args.model].task
+    outputs = ["predict_proba"] if args.mlserver and task == "classification" else []
+    frame = peers.grpc_frame(args.model, body, outputs)
     port, grpc_port, constant_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PREDICT_GRPC_PORT": str(grpc_port), "PREDICT_GRPC_ENGINE": args.engine}
     cmd = [sys.executable, "run_api.py", "--port", str(port), "--log-level", "warning"]

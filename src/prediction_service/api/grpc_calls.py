@@ -1,14 +1,16 @@
 """What both gRPC engines share (``api/grpc_h2.py``, ``api/grpc_server.py``): the caller's
-key checked before a call's message is read, and the status and message that answer an
-error, counted as its HTTP twin is."""
+key checked before a call's message is read, the status and message that answer an error
+(counted as its HTTP twin is), and a call's trace."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import grpc
 
+from prediction_service import tracing
 from prediction_service.access import AuthError
 from prediction_service.core import Core
 from prediction_service.errors import ServiceError
@@ -57,3 +59,17 @@ def failure(
 
 def _short(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+
+
+def begin_trace(endpoint: Endpoint, headers: Sequence[tuple[bytes, bytes]]) -> tracing.Trace:
+    """A call's server span (continuing the caller's ``traceparent``), its handler begun."""
+    trace = tracing.start(
+        endpoint.path.lstrip("/"), headers, {"rpc.system": "grpc", "rpc.method": endpoint.path}
+    )
+    trace.handler = time.time_ns()
+    return trace
+
+
+def end_trace(trace: tracing.Trace, code: grpc.StatusCode | None, error: str | None) -> None:
+    trace.set(**{"rpc.grpc.status_code": code.value[0] if code else 0})
+    tracing.finish(trace, error)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -31,8 +30,9 @@ import grpc
 import hpack
 
 from prediction_service import tracing
-from prediction_service.api.grpc_calls import admit, failure
+from prediction_service.api.grpc_calls import admit, begin_trace, end_trace, failure
 from prediction_service.core import Core
+from prediction_service.errors import BatchTooLargeError
 from prediction_service.protocols.base import Call, Endpoint, Protocol, Reply, start
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -129,14 +129,14 @@ class H2Error(Exception):
 class Stream:
     """One call: its endpoint, metadata and body as they arrive, and its answer's progress."""
 
-    __slots__ = ("id", "endpoint", "protocol", "headers", "body", "unacked", "send_window",
+    __slots__ = ("id", "endpoint", "protocol", "call", "body", "unacked", "send_window",
                  "pending", "answered", "encoding")  # fmt: skip
 
     def __init__(self, sid: int, send_window: int) -> None:
         self.id = sid
         self.endpoint: Endpoint | None = None
         self.protocol: Protocol | None = None
-        self.headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.call = Call({}, b"")  # its metadata now, its message once the body is in
         self.body: bytes | bytearray = b""  # a bytearray once a second frame arrives
         self.unacked = 0  # bytes received since the last WINDOW_UPDATE for this stream
         self.send_window = send_window
@@ -414,7 +414,7 @@ class Connection(asyncio.Protocol):
             self._reset(sid, REFUSED_STREAM)
             return
         stream = self.streams[sid] = Stream(sid, self.initial_window)
-        stream.headers, stream.encoding = head.metadata, head.encoding
+        stream.call.headers, stream.encoding = head.metadata, head.encoding
         content_type = head.content_type
         if not content_type.startswith(b"application/grpc"):
             self._write(stream, _frame(HEADERS, END_HEADERS | END_STREAM, sid, _415))
@@ -425,11 +425,9 @@ class Connection(asyncio.Protocol):
             return
         stream.endpoint, stream.protocol = found
         try:  # the key is checked before the body is read
-            admit(self.core, stream.endpoint, Call({}, b"", headers=stream.headers), self._peer)
+            admit(self.core, stream.endpoint, stream.call, self._peer)
         except Exception as exc:  # noqa: BLE001 - answered as a gRPC status
-            self._fail(
-                stream, *failure(self.core, stream.endpoint, stream.protocol, Call({}, b""), exc)
-            )
+            self._refuse(stream, exc)
             return
         if flags & END_STREAM:
             self._dispatch(stream)
@@ -463,8 +461,7 @@ class Connection(asyncio.Protocol):
             stream.body += data
         stream.unacked += len(payload)
         if len(stream.body) > self.methods.limit + 5:
-            message = f"the request is larger than {self.methods.limit} bytes"
-            self._fail(stream, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            self._refuse(stream, self._too_large())
             self._reset(sid, NO_ERROR)  # stop sending
             return
         if flags & END_STREAM:
@@ -477,28 +474,12 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, stream: Stream) -> None:
         if stream.answered or stream.endpoint is None or stream.protocol is None:
             return
-        body = stream.body
-        if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:
-            self._fail(stream, grpc.StatusCode.INTERNAL, "a unary call carries one message")
+        message = self._message(stream)
+        if message is None:
             return
-        message = bytes(body[5:])
-        if body[0]:
-            decompressed = _decompress(stream.encoding, message, self.methods.limit)
-            if isinstance(decompressed, str):
-                self._fail(stream, grpc.StatusCode.UNIMPLEMENTED if "encoding" in decompressed
-                           else grpc.StatusCode.RESOURCE_EXHAUSTED, decompressed)  # fmt: skip
-                return
-            message = decompressed
-        stream.body = b""
-        call = Call({}, message, headers=stream.headers)
-        endpoint, protocol = stream.endpoint, stream.protocol
-        trace = None
-        if tracing.enabled:
-            trace = tracing.start(
-                endpoint.path.lstrip("/"), call.headers,
-                {"rpc.system": "grpc", "rpc.method": endpoint.path},
-            )  # fmt: skip
-            trace.handler = time.time_ns()
+        call, endpoint, protocol = stream.call, stream.endpoint, stream.protocol
+        call.body = message
+        trace = begin_trace(endpoint, call.headers) if tracing.enabled else None
         try:
             result = start(endpoint, self.core.predictions, call)
         except Exception as exc:  # noqa: BLE001 - answered as a gRPC status
@@ -511,6 +492,43 @@ class Connection(asyncio.Protocol):
             task = asyncio.ensure_future(later)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    def _message(self, stream: Stream) -> bytes | None:
+        """The call's one message, inflated when it came compressed; None when it is refused
+        (and answered so)."""
+        body, limit = stream.body, self.methods.limit
+        stream.body = b""
+        if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+            self._fail(stream, grpc.StatusCode.INTERNAL, "a unary call carries one message")
+            return None
+        message = bytes(body[5:])
+        if not body[0]:
+            return message
+        wbits = {b"gzip": 31, b"deflate": 15}.get(stream.encoding)
+        if wbits is None:
+            encoding = stream.encoding.decode("latin-1")
+            self._fail(stream, grpc.StatusCode.UNIMPLEMENTED,
+                       f"message encoding {encoding!r} is not supported (gzip, deflate)")  # fmt: skip
+            return None
+        try:  # inflated no further than the limit
+            inflated = zlib.decompressobj(wbits).decompress(message, limit + 1)
+        except zlib.error:
+            self._fail(stream, grpc.StatusCode.INTERNAL, "the compressed message is corrupt")
+            return None
+        if len(inflated) > limit:
+            self._refuse(stream, self._too_large())
+            return None
+        return inflated
+
+    def _too_large(self) -> BatchTooLargeError:
+        return BatchTooLargeError(f"the request is larger than {self.methods.limit} bytes")
+
+    def _refuse(self, stream: Stream, exc: Exception) -> None:
+        """A call refused before its handler ran, answered with the status ``exc`` maps to."""
+        if stream.endpoint is not None and stream.protocol is not None:
+            self._fail(
+                stream, *failure(self.core, stream.endpoint, stream.protocol, stream.call, exc)
+            )
 
     async def _later(
         self, stream: Stream, trace: Any, call: Call, result: Awaitable[Reply], protocol: Protocol
@@ -530,8 +548,7 @@ class Connection(asyncio.Protocol):
         if exc is not None and stream.endpoint is not None:
             code, message = failure(self.core, stream.endpoint, protocol, call, exc)
         if trace is not None:
-            trace.set(**{"rpc.grpc.status_code": code.value[0]})
-            tracing.finish(trace, None if exc is None else f"{type(exc).__name__}: {message}")
+            end_trace(trace, code, None if exc is None else f"{type(exc).__name__}: {message}")
         extra = b"" if trace is None else _literal(b"traceparent", trace.traceparent().encode())
         if isinstance(outcome, Reply):
             self._answer(stream, outcome.body, extra)
@@ -596,22 +613,6 @@ class Connection(asyncio.Protocol):
     def _reset(self, sid: int, code: int) -> None:
         self.streams.pop(sid, None)
         self.transport.write(_frame(RST_STREAM, 0, sid, code.to_bytes(4, "big")))
-
-
-def _decompress(encoding: bytes, data: bytes, limit: int) -> bytes | str:
-    """A compressed message's bytes, or why not (an encoding we do not know, or a message
-    that would pass the body limit: read no further than it)."""
-    wbits = {b"gzip": 31, b"deflate": 15}.get(encoding)
-    if wbits is None:
-        return f"message encoding {encoding.decode('latin-1')!r} is not supported (gzip, deflate)"
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error:
-        return "the compressed message is corrupt"
-    if len(out) > limit:
-        return f"the request is larger than {limit} bytes"
-    return out
 
 
 class Server:

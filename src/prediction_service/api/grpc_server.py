@@ -12,14 +12,13 @@ domain error becomes the gRPC status that matches its HTTP status (``api/grpc_ca
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
 from prediction_service import tracing
-from prediction_service.api.grpc_calls import admit, failure
+from prediction_service.api.grpc_calls import admit, begin_trace, end_trace, failure
 from prediction_service.core import Core
 from prediction_service.protocols.base import Call, Endpoint, Protocol, answer
 
@@ -61,22 +60,16 @@ class EndpointHandler(grpc.GenericRpcHandler):
             call = Call({}, body, headers=_metadata(context))
             if not tracing.enabled:
                 return await respond(call, context)
-            trace = tracing.start(
-                endpoint.path.lstrip("/"), call.headers,
-                {"rpc.system": "grpc", "rpc.method": endpoint.path},
-            )  # fmt: skip
+            trace = begin_trace(endpoint, call.headers)
             await context.send_initial_metadata([("traceparent", trace.traceparent())])
             error = None
             try:
-                trace.handler = time.time_ns()
                 return await respond(call, context)
             except BaseException as exc:
                 error = f"{type(exc).__name__}: {context.code() or exc}"
                 raise
             finally:
-                code = context.code()
-                trace.set(**{"rpc.grpc.status_code": code.value[0] if code else 0})
-                tracing.finish(trace, error)
+                end_trace(trace, context.code(), error)
 
         async def respond(call: Call, context: Any) -> bytes:
             try:
